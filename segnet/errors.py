@@ -1,0 +1,19 @@
+"""One exception type for mistakes a user can fix (bad path, bad value, wrong file).
+
+The scripts catch it and print its message as one line, with no traceback; anything else is a bug
+and keeps its traceback.
+"""
+import sys
+
+
+class UserError(Exception):
+    """A problem with the user's input: the message names the thing and what was expected."""
+
+
+def run_cli(main, argv=None):
+    """Call `main(argv)`; a UserError becomes one line on stderr and exit status 2."""
+    try:
+        return main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,252 @@
+"""SegNet (Badrinarayanan, Kendall, Cipolla, TPAMI 2017, arXiv 1511.00561) and SegNet-Lite.
+
+    from segnet.model import SegNet
+    model = SegNet(num_classes=11)                       # the paper's VGG16 SegNet, logits out
+    model = SegNet(num_classes=11, spec="segnet_lite")   # four stages, one conv each, 1x1 classifier
+
+The layer layout is data (`SegNetSpec`), so variants are the same class with another spec.
+Layer names, widths and fillers follow SegNet-Tutorial `Models/segnet_train.prototxt`.
+"""
+import os
+import urllib.error
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class SegNetSpec:
+    """Output width of every conv, stage by stage (encoder shallow->deep, decoder deep->shallow).
+
+    The classifier is not listed: it is one extra conv (`classifier_kernel`) to `num_classes`.
+    Decoder stage i unpools with encoder stage (n-1-i)'s indices, so its input width must equal
+    that encoder stage's width.
+    """
+    encoder: tuple
+    decoder: tuple
+    kernel_size: int = 3
+    classifier_kernel: int = 3
+    dropout_stages: int = 3  # Bayesian SegNet: dropout on the deepest N encoder and decoder stages
+
+
+SPECS = {
+    # Sec. 3 / Fig. 2: the 13 VGG16 convs (2, 2, 3, 3, 3), mirrored by the decoder; the last
+    # decoder stage is conv1_2_D (64) then the classifier conv1_1_D (3x3, no BN, no ReLU).
+    "segnet": SegNetSpec(
+        encoder=((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+        decoder=((512, 512, 512), (512, 512, 256), (256, 256, 128), (128, 64), (64,)),
+    ),
+    # The multi-digit MNIST reference: 4 stages of one conv (32, 64, 128, 256), up path
+    # 128, 64, 32, 32, then a 1x1 classifier.
+    "segnet_lite": SegNetSpec(
+        encoder=((32,), (64,), (128,), (256,)),
+        decoder=((128,), (64,), (32,), (32,)),
+        classifier_kernel=1,
+        dropout_stages=2,
+    ),
+}
+
+
+class ConvBNReLU(nn.Sequential):
+    """conv kxk (with bias, as Caffe) => BN => ReLU"""
+
+    def __init__(self, cin, cout, k):
+        super().__init__(
+            nn.Conv2d(cin, cout, k, padding=k // 2, bias=True),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class EncoderStage(nn.Module):
+    """(conv => BN => ReLU) * n, then 2x2 max-pool (ceil mode) that also returns its indices"""
+
+    def __init__(self, cin, widths, k, dropout=0.0):
+        super().__init__()
+        convs = []
+        for w in widths:
+            convs.append(ConvBNReLU(cin, w, k))
+            cin = w
+        self.convs = nn.Sequential(*convs)
+        # Caffe's pooling rounds the output size up: 45x60 pools to 23x30, not 22x30.
+        self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=True, return_indices=True)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x):
+        x = self.convs(x)
+        size = x.shape[-2:]
+        x, indices = self.pool(x)
+        return self.dropout(x), indices, size
+
+
+class DecoderStage(nn.Module):
+    """2x2 max-unpool with the encoder's indices, then (conv => BN => ReLU) * n"""
+
+    def __init__(self, cin, widths, k, dropout=0.0):
+        super().__init__()
+        # Sec. 3: the decoder upsamples with the memorised max-pool indices (no learned upsampling).
+        self.unpool = nn.MaxUnpool2d(2, stride=2)
+        convs = []
+        for w in widths:
+            convs.append(ConvBNReLU(cin, w, k))
+            cin = w
+        self.convs = nn.Sequential(*convs)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x, indices, size):
+        x = self.unpool(x, indices, output_size=size)  # sparse map at the encoder's pre-pool size
+        return self.dropout(self.convs(x))
+
+
+class SegNet(nn.Module):
+    """Encoder (VGG16 convs + indexed max-pools) => decoder (index unpooling + convs) => classifier.
+
+    `forward` returns logits (B, num_classes, H, W): the softmax belongs to the loss.
+    `bayesian=True` adds dropout (p=`dropout`) after the deepest encoder and decoder stages, as in
+    Bayesian SegNet (Kendall et al. 2015, "central" placement); see `mc_dropout` for test time.
+    """
+
+    def __init__(self, num_classes=11, in_channels=3, spec="segnet", bayesian=False, dropout=0.5):
+        super().__init__()
+        if isinstance(spec, str):
+            if spec not in SPECS:
+                raise UserError(f"unknown model spec {spec!r}; expected one of {sorted(SPECS)}")
+            spec = SPECS[spec]
+        if len(spec.encoder) != len(spec.decoder):
+            raise ValueError("encoder and decoder need the same number of stages")
+        self.spec, self.num_classes, self.in_channels = spec, num_classes, in_channels
+        n, p = len(spec.encoder), (dropout if bayesian else 0.0)
+        deep = spec.dropout_stages
+
+        self.encoder = nn.ModuleList()
+        cin = in_channels
+        for i, widths in enumerate(spec.encoder):
+            self.encoder.append(EncoderStage(cin, widths, spec.kernel_size, p if i >= n - deep else 0.0))
+            cin = widths[-1]
+        self.decoder = nn.ModuleList()
+        for i, widths in enumerate(spec.decoder):
+            if cin != spec.encoder[n - 1 - i][-1]:
+                raise ValueError(f"decoder stage {i} gets {cin} channels but its indices have "
+                                 f"{spec.encoder[n - 1 - i][-1]}")
+            self.decoder.append(DecoderStage(cin, widths, spec.kernel_size, p if i < deep else 0.0))
+            cin = widths[-1]
+        k = spec.classifier_kernel
+        self.classifier = nn.Conv2d(cin, num_classes, k, padding=k // 2)  # no BN, no ReLU
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # segnet_train.prototxt: weight_filler "msra" (He, fan-in), bias_filler constant 0.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):                                   # (B, 3, H, W)
+        pools = []
+        for stage in self.encoder:
+            x, indices, size = stage(x)                     # segnet: (B, 512, H/32, W/32) at the end
+            pools.append((indices, size))
+        for stage, (indices, size) in zip(self.decoder, reversed(pools)):
+            x = stage(x, indices, size)                     # back up to (B, 64, H, W)
+        return self.classifier(x)                           # (B, num_classes, H, W) logits
+
+    def encoder_convs(self):
+        """The encoder's (conv, bn) pairs in order: 13 for the VGG16 spec."""
+        return [(block[0], block[1]) for stage in self.encoder for block in stage.convs]
+
+
+def mc_dropout(model, enabled=True):
+    """Keep the dropout layers sampling (Bayesian SegNet test time); returns how many there are."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    for m in layers:
+        m.train(enabled)
+    return len(layers)
+
+
+def num_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+# torchvision's ImageNet weights (RGB input, ImageNet mean/std normalisation).
+VGG_URLS = {
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "vgg16_bn": "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth",
+}
+
+
+def _vgg_layers(state):
+    """Split a VGG16(-BN) state dict into its conv layers and BN layers, in order."""
+    convs, bns = [], []
+    for key, value in state.items():
+        if key.endswith(".weight") and value.dim() == 4:
+            prefix = key[: -len(".weight")]
+            convs.append((prefix, value, state.get(prefix + ".bias")))
+        elif key.endswith(".running_mean"):
+            prefix = key[: -len(".running_mean")]
+            bns.append((prefix, {k: state[f"{prefix}.{k}"] for k in
+                                 ("weight", "bias", "running_mean", "running_var")}))
+    return convs, bns
+
+
+def load_vgg16_encoder(model, source="vgg16"):
+    """Initialise the 13 encoder convs from ImageNet VGG16 (Sec. 3.2 of the paper).
+
+    source: "vgg16" (torchvision's weights: conv weights and biases, the paper's choice),
+    "vgg16_bn" (convs and BN), a path to a saved VGG16(-BN) state dict, or a state dict.
+    Every shape is checked before anything is copied; a misfit names the layer.
+    """
+    if isinstance(source, str) and source in VGG_URLS:
+        try:
+            state = torch.hub.load_state_dict_from_url(VGG_URLS[source], progress=True,
+                                                       map_location="cpu")
+        except (urllib.error.URLError, OSError, RuntimeError) as e:
+            cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+            raise UserError(
+                f"could not download the ImageNet {source} weights ({e.__class__.__name__}: {e}); "
+                f"either put {VGG_URLS[source].rsplit('/', 1)[1]} in {cache} (or pass "
+                f"--init_encoder=PATH to a local VGG16 state-dict file), or train from scratch "
+                f"with --init_encoder=none") from None
+    elif isinstance(source, (str, os.PathLike)):
+        if not os.path.isfile(source):
+            raise UserError(f"VGG16 weights file not found: {source} (expected a state-dict file, "
+                            f"or one of {sorted(VGG_URLS)} or 'none')")
+        try:
+            state = torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise UserError(f"could not read VGG16 weights file {source}: {e}") from None
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+    else:
+        state = source
+    if not isinstance(state, dict):
+        raise UserError(f"VGG16 weights {source!r}: expected a state dict, got {type(state).__name__}")
+
+    convs, bns = _vgg_layers(state)
+    ours = model.encoder_convs()
+    if len(convs) != len(ours):
+        raise UserError(f"VGG16 weights {source!r}: expected {len(ours)} conv layers, found {len(convs)}")
+    if bns and len(bns) != len(ours):
+        raise UserError(f"VGG16 weights {source!r}: expected {len(ours)} BatchNorm layers, found {len(bns)}")
+    for i, ((name, w, b), (conv, _)) in enumerate(zip(convs, ours)):
+        if w.shape != conv.weight.shape or b is None or b.shape != conv.bias.shape:
+            got = tuple(w.shape), None if b is None else tuple(b.shape)
+            raise UserError(f"VGG16 layer {name} (encoder conv {i + 1}) has shape {got}, expected "
+                            f"{tuple(conv.weight.shape), tuple(conv.bias.shape)}")
+    for i, ((name, t), (_, bn)) in enumerate(zip(bns, ours)):
+        if t["weight"].shape != bn.weight.shape:
+            raise UserError(f"VGG16 layer {name} (encoder BN {i + 1}) has {t['weight'].numel()} "
+                            f"channels, expected {bn.num_features}")
+    with torch.no_grad():
+        for (_, w, b), (conv, _) in zip(convs, ours):
+            conv.weight.copy_(w)
+            conv.bias.copy_(b)
+        for (_, t), (_, bn) in zip(bns, ours):
+            for k, v in t.items():
+                getattr(bn, k).copy_(v)
+    return model
