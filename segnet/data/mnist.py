@@ -1,0 +1,305 @@
+"""Multi-digit MNIST for SegNet-Lite: 64x64 images holding a few handwritten digits, 11 classes.
+
+Each pixel is background (0) or the digit 0-9 it belongs to (1-10). `MultiDigitMNIST(root, split)`
+reads whichever of two sources `root` holds:
+
+1. The reference's own batches: `batchNNNNN.mat` (train) and `testsetNNN.mat` (test), each with
+   `imgMat` (H x W x 3 x B, float in [0, 1]) and `semanticMaskMat` (H x W x B, 0-10). Items run
+   through the files in sorted name order, then through each batch in order. Needs scipy.
+2. MNIST idx files (`t10k-images-idx3-ubyte[.gz]` and friends, in `root` or `root/MNIST/raw/`, the
+   layout `torchvision.datasets.MNIST` downloads). Images are composed on the fly, deterministically
+   from (seed, split, index): 1-3 digits pasted at random positions fully inside a 64x64 canvas.
+   Train and test draw from disjoint digit pools. With both MNIST sets present, train digits come
+   from the 60,000-digit training set and test digits from the 10,000-digit test set; with only one
+   set present, its first 80% of digits (8,000 of t10k) form the train pool and the last 20%
+   (2,000) the test pool.
+
+If `root` holds both sources, the .mat batches win: they are the reference's exact data.
+
+    python -c "from segnet.data import MultiDigitMNIST; print(len(MultiDigitMNIST('../shared/data/mnist')))"
+"""
+import gzip
+import os
+import re
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+CLASS_NAMES = ["background"] + [str(d) for d in range(10)]
+CANVAS = 64  # the reference's image side
+DEFAULT_SIZE = {"train": 10_000, "test": 2_000}  # composed images per split when size is None
+TRAIN_FRACTION = 0.8  # share of a lone MNIST set that becomes the train pool (8,000 of t10k)
+
+_MAT_PATTERN = {"train": re.compile(r"^batch\d+\.mat$"), "test": re.compile(r"^testset\d+\.mat$")}
+_IDX_NAMES = {  # MNIST set -> (images, labels), file names as MNIST publishes them
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_SPLIT_ID = {"train": 0, "test": 1}  # part of each item's RNG seed, so the splits differ
+_MANUAL_DOWNLOAD = (
+    "download t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (and, for the full train pool, "
+    "train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz) from "
+    "https://ossci-datasets.s3.amazonaws.com/mnist/ into {raw}"
+)
+
+
+class MultiDigitMNIST(torch.utils.data.Dataset):
+    """Multi-digit MNIST segmentation: `ds[i]` is (image float32 (3, H, W) in [0, 1], mask int64 (H, W)).
+
+    root: folder with the reference's .mat batches, or with MNIST idx files (directly or in MNIST/raw/).
+    split: "train" or "test".
+    transforms: optional callable `transforms(image, mask) -> (image, mask)`.
+    download: fetch the MNIST idx files with torchvision when `root` holds no data.
+    seed, size, digits_per_image, ink_threshold: how images are composed from idx files (ignored
+    for .mat batches, except `size`, which keeps only the first `size` items there).
+    """
+
+    class_names = CLASS_NAMES
+    num_classes = len(CLASS_NAMES)
+
+    def __init__(self, root, split="train", transforms=None, download=False, seed=0, size=None,
+                 digits_per_image=(1, 3), ink_threshold=0.5):
+        if split not in _SPLIT_ID:
+            raise UserError(f"split must be 'train' or 'test' for multi-digit MNIST, got {split!r}")
+        self.root = os.fspath(root)
+        self.split = split
+        self.transforms = transforms
+        self.seed = int(seed)
+        lo, hi = digits_per_image
+        if not 1 <= lo <= hi:
+            raise UserError(f"digits_per_image must be (min, max) with 1 <= min <= max, got {digits_per_image!r}")
+        self.digits_per_image = (int(lo), int(hi))
+        if not 0.0 <= ink_threshold < 1.0:
+            raise UserError(f"ink_threshold must be in [0, 1), got {ink_threshold!r}")
+        self.ink_threshold = float(ink_threshold)
+        if size is not None and size < 1:
+            raise UserError(f"size must be a positive number of images, got {size!r}")
+
+        mats = _find_mats(self.root)
+        if any(mats.values()):
+            self.source = "mat"
+            self._init_mat(mats[split], size)
+            return
+        idx = _find_idx(self.root)
+        if idx is None and download:
+            _download(self.root)
+            idx = _find_idx(self.root)
+        if idx is None:
+            raise UserError(
+                f"no multi-digit MNIST data in {self.root}: looked for the reference's batchNNNNN.mat / "
+                f"testsetNNN.mat, or MNIST idx files (t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz], "
+                f"optionally train-*) in it or in its MNIST/raw/; pass download=True, or "
+                + _MANUAL_DOWNLOAD.format(raw=os.path.join(self.root, "MNIST", "raw"))
+            )
+        self.source = "idx"
+        self._init_idx(idx, size)
+
+    # --- source 1: the reference's .mat batches -------------------------------------------------
+    def _init_mat(self, files, size):
+        if not files:
+            want = "batchNNNNN.mat" if self.split == "train" else "testsetNNN.mat"
+            raise UserError(f"no {self.split} batches in {self.root}: expected files named {want}")
+        self.files = files
+        self._index = []  # item -> (file number, position in its batch)
+        for f, path in enumerate(files):
+            self._index += [(f, b) for b in range(_mat_batch_size(path))]
+        if size is not None:
+            if size > len(self._index):
+                raise UserError(f"size={size} but the {self.split} batches in {self.root} hold only {len(self._index)} images")
+            self._index = self._index[:size]
+        self._cached = (None, None, None)  # (file number, images, masks): one open file at a time
+
+    def _mat_item(self, i):
+        f, b = self._index[i]
+        if self._cached[0] != f:
+            self._cached = (f, *_load_mat(self.files[f]))
+        _, images, masks = self._cached
+        image = torch.from_numpy(np.ascontiguousarray(images[..., b].transpose(2, 0, 1), dtype=np.float32))
+        mask = torch.from_numpy(masks[..., b].astype(np.int64))
+        return image, mask
+
+    # --- source 2: composed from MNIST idx files ------------------------------------------------
+    def _init_idx(self, idx, size):
+        if len(idx) == 2:  # the full MNIST: its own train / test sets are the pools
+            name = "train" if self.split == "train" else "t10k"
+        else:
+            name = next(iter(idx))
+        images_path, labels_path = idx[name]
+        images, labels = _read_idx(images_path), _read_idx(labels_path)
+        if images.ndim != 3 or labels.ndim != 1:
+            raise UserError(f"{images_path} / {labels_path}: expected an N x rows x cols image file and an N label file, "
+                            f"got shapes {images.shape} and {labels.shape}")
+        if len(images) != len(labels):
+            raise UserError(f"{images_path} holds {len(images)} digits but {labels_path} holds {len(labels)} labels")
+        if labels.size and labels.max() > 9:
+            raise UserError(f"{labels_path}: labels must be digits 0-9, found {labels.max()}")
+        if max(images.shape[1:]) > CANVAS:
+            raise UserError(f"{images_path}: digits of {images.shape[1:]} pixels do not fit a {CANVAS}x{CANVAS} canvas")
+        n = len(images)
+        if len(idx) == 2:
+            lo, hi = 0, n
+        else:  # one MNIST set only: split its digits into disjoint train / test pools
+            cut = int(round(n * TRAIN_FRACTION))
+            lo, hi = (0, cut) if self.split == "train" else (cut, n)
+        if hi - lo < self.digits_per_image[1]:
+            raise UserError(f"{images_path}: the {self.split} pool holds {hi - lo} digits, fewer than "
+                            f"the {self.digits_per_image[1]} an image may need")
+        self.files = [images_path, labels_path]
+        self.pool = (lo, hi)  # digits [lo, hi) of files[0] are this split's pool
+        self._digits, self._labels = images, labels.astype(np.int64)
+        self._size = DEFAULT_SIZE[self.split] if size is None else int(size)
+
+    def digit_indices(self, i):
+        """Which digits (indices into `self.files[0]`) item i pastes, in paste order."""
+        return self._layout(i)[0]
+
+    def _layout(self, i):
+        # One generator per (seed, split, item): random access, same answer in any DataLoader worker.
+        rng = np.random.default_rng([self.seed, _SPLIT_ID[self.split], i])
+        lo, hi = self.pool
+        k = int(rng.integers(self.digits_per_image[0], self.digits_per_image[1] + 1))
+        which = lo + rng.choice(hi - lo, size=k, replace=False)
+        rows, cols = self._digits.shape[1:]
+        ys = rng.integers(0, CANVAS - rows + 1, size=k)
+        xs = rng.integers(0, CANVAS - cols + 1, size=k)
+        return which, ys, xs
+
+    def _idx_item(self, i):
+        which, ys, xs = self._layout(i)
+        rows, cols = self._digits.shape[1:]
+        canvas = np.zeros((CANVAS, CANVAS), np.float32)
+        mask = np.zeros((CANVAS, CANVAS), np.int64)
+        for d, y, x in zip(which, ys, xs):
+            ink = self._digits[d].astype(np.float32) / 255.0
+            window = (slice(y, y + rows), slice(x, x + cols))
+            np.maximum(canvas[window], ink, out=canvas[window])
+            mask[window][ink > self.ink_threshold] = self._labels[d] + 1  # later digits overwrite earlier
+        image = torch.from_numpy(canvas).expand(3, CANVAS, CANVAS).clone()  # grayscale as 3 channels
+        return image, torch.from_numpy(mask)
+
+    # --- Dataset --------------------------------------------------------------------------------
+    def __len__(self):
+        return len(self._index) if self.source == "mat" else self._size
+
+    def __getitem__(self, i):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images")
+        i %= len(self)
+        image, mask = self._mat_item(i) if self.source == "mat" else self._idx_item(i)
+        if self.transforms is not None:
+            image, mask = self.transforms(image, mask)
+        return image, mask
+
+    def __getstate__(self):
+        state = self.__dict__.copy()  # DataLoader workers re-open files themselves
+        if "_cached" in state:
+            state["_cached"] = (None, None, None)
+        return state
+
+
+def _find_mats(root):
+    if not os.path.isdir(root):
+        return {"train": [], "test": []}
+    names = sorted(os.listdir(root))
+    return {s: [os.path.join(root, n) for n in names if p.match(n)] for s, p in _MAT_PATTERN.items()}
+
+
+def _scipy_io(path):
+    try:
+        import scipy.io
+    except ImportError:
+        raise UserError(f"reading {path} needs scipy, which is not installed: pip install scipy") from None
+    return scipy.io
+
+
+def _mat_batch_size(path):
+    """Batch size from the variable headers (no data read); checks both variables are there."""
+    sio = _scipy_io(path)
+    try:
+        info = {name: shape for name, shape, _ in sio.whosmat(path)}
+    except Exception as e:  # scipy raises many types for a bad file; v7.3 (HDF5) lands here too
+        raise UserError(f"cannot read {path} as a MATLAB v5/v7 .mat file ({type(e).__name__}: {e}); "
+                        f"re-save it with save(..., '-v7')") from None
+    for name in ("imgMat", "semanticMaskMat"):
+        if name not in info:
+            raise UserError(f"{path} has no variable {name!r} (found {sorted(info)}); expected imgMat (H x W x 3 x B) "
+                            f"and semanticMaskMat (H x W x B)")
+    img, msk = info["imgMat"], info["semanticMaskMat"]
+    if len(img) == 3:  # MATLAB drops a trailing singleton: a batch of one image
+        img = (*img, 1)
+    if len(msk) == 2:
+        msk = (*msk, 1)
+    if len(img) != 4 or img[2] != 3 or tuple(msk) != (img[0], img[1], img[3]):
+        raise UserError(f"{path}: expected imgMat H x W x 3 x B and semanticMaskMat H x W x B, got {info['imgMat']} "
+                        f"and {info['semanticMaskMat']}")
+    return img[3]
+
+
+def _load_mat(path):
+    sio = _scipy_io(path)
+    try:
+        data = sio.loadmat(path, variable_names=["imgMat", "semanticMaskMat"])
+    except Exception as e:
+        raise UserError(f"cannot read {path} as a MATLAB v5/v7 .mat file ({type(e).__name__}: {e})") from None
+    images, masks = data["imgMat"], data["semanticMaskMat"]
+    if images.ndim == 3:
+        images, masks = images[..., None], masks[..., None]
+    if masks.size and (masks.min() < 0 or masks.max() > 10 or np.any(masks != np.round(masks))):
+        raise UserError(f"{path}: semanticMaskMat must hold whole numbers 0-10, found values in [{masks.min()}, {masks.max()}]")
+    return images, masks
+
+
+def _find_idx(root):
+    """{MNIST set: (images path, labels path)} from the first folder that holds any; None if none."""
+    for folder in (root, os.path.join(root, "MNIST", "raw")):
+        found = {}
+        for name, pair in _IDX_NAMES.items():
+            paths = [_existing(folder, base) for base in pair]
+            if all(paths):
+                found[name] = tuple(paths)
+            elif any(paths):
+                missing = pair[paths.index(None)]
+                raise UserError(f"{folder} holds {os.path.basename(next(p for p in paths if p))} but not {missing}[.gz]")
+        if found:
+            return found
+    return None
+
+
+def _existing(folder, base):
+    for name in (base, base + ".gz"):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _read_idx(path):
+    """An idx file (LeCun's MNIST format) as a numpy array: 0x00 0x00, type 0x08 (uint8), ndim, big-endian dims."""
+    try:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] == 0:
+        raise UserError(f"{path} is not an MNIST idx file of unsigned bytes (bad magic number {raw[:4].hex() or 'empty'})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise UserError(f"{path} is truncated: its header is cut short")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    if len(raw) - header != int(np.prod(dims)):
+        raise UserError(f"{path} is truncated or corrupt: header says {dims} = {int(np.prod(dims))} bytes, "
+                        f"file holds {len(raw) - header}")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def _download(root):
+    import torchvision
+    raw = os.path.join(root, "MNIST", "raw")
+    try:
+        torchvision.datasets.MNIST(root, train=False, download=True)  # fetches all four files
+    except Exception as e:  # offline: URLError / RuntimeError after every mirror failed
+        raise UserError(f"could not download MNIST into {raw} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                        + _MANUAL_DOWNLOAD.format(raw=raw)) from None
