@@ -49,6 +49,8 @@ class ConfusionMatrix:
             self.mat, self.bad = self.mat.to(target.device), self.bad.to(target.device)
         n = self.num_classes
         gt, pred = target.reshape(-1).long(), pred.reshape(-1).long()  # long: uint8 n*gt overflows
+        if gt.numel() == 0:  # .max() below has no empty case
+            return
         keep = gt != self.ignore_index
         for row, x, where in ((0, gt, keep), (1, pred, keep)):
             out = where & ((x < 0) | (x >= n))
@@ -121,7 +123,7 @@ def _boundary_f1_per_class(pred, target, num_classes, ignore_index, tol):
     """(C,) float64 tensor: BF of each class, NaN for classes in neither map. No host sync."""
     h, w = target.shape
     c = num_classes
-    # Void never matches a class; mapping it to -1 also covers ignore_index < 0 or >= C.
+    # Void is in no class mask: map it to -1 (no mask), even if ignore_index lies inside 0..C-1.
     target = torch.where(target == ignore_index, -1, target.long())
     pred = torch.where(pred == ignore_index, -1, pred.long())
     gt_b, gt_in = _boundaries(target, c)
@@ -160,16 +162,16 @@ class BoundaryF1:
     Images with no class in either map (all void) have no score and are not counted.
     """
 
-    def __init__(self, num_classes, ignore_index=255, tol=0.0075):
+    def __init__(self, num_classes, ignore_index=255, tol=0.0075, device=None):
         self.num_classes, self.ignore_index, self.tol = num_classes, ignore_index, tol
+        self.device = device
         self.reset()
 
     def reset(self):
         c = self.num_classes
-        self.image_sum = torch.zeros((), dtype=torch.float64)
-        self.image_count = torch.zeros((), dtype=torch.float64)
-        self.class_sum = torch.zeros(c, dtype=torch.float64)
-        self.class_count = torch.zeros(c, dtype=torch.float64)
+        f64 = dict(dtype=torch.float64, device=self.device)
+        self.image_sum, self.image_count = torch.zeros((), **f64), torch.zeros((), **f64)
+        self.class_sum, self.class_count = torch.zeros(c, **f64), torch.zeros(c, **f64)
 
     def _tensors(self):
         return self.image_sum, self.image_count, self.class_sum, self.class_count
