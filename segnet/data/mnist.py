@@ -50,7 +50,8 @@ class MultiDigitMNIST(torch.utils.data.Dataset):
 
     root: folder with the reference's .mat batches, or with MNIST idx files (directly or in MNIST/raw/).
     split: "train" or "test".
-    transforms: optional callable `transforms(image, mask) -> (image, mask)`.
+    transforms: optional `transforms(image, mask) -> (image, mask)`, called with a float32
+        tv_tensors.Image in [0, 1] and a tv_tensors.Mask (v2's ToDtype(scale=True) leaves the image as is).
     download: fetch the MNIST idx files with torchvision when `root` holds no data.
     seed, size, digits_per_image, ink_threshold: how images are composed from idx files (ignored
     for .mat batches, except `size`, which keeps only the first `size` items there).
@@ -189,7 +190,10 @@ class MultiDigitMNIST(torch.utils.data.Dataset):
         i %= len(self)
         image, mask = self._mat_item(i) if self.source == "mat" else self._idx_item(i)
         if self.transforms is not None:
-            image, mask = self.transforms(image, mask)
+            # tv_tensors, as CamVid passes them, so v2 transforms move the mask with the image
+            from torchvision import tv_tensors
+            image, mask = self.transforms(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long()
         return image, mask
 
     def __getstate__(self):
