@@ -59,11 +59,15 @@ def class_weights(method, dataset=None, num_classes=11, cache_dir=None):
     if dataset is None:
         raise ValueError("median_frequency needs the training dataset")
     cache = None
-    if cache_dir is not None:
+    load_mask = getattr(dataset, "load_mask", None)
+    if load_mask is None:  # data sets composed on the fly: take the masks from the items
+        def load_mask(i):
+            return dataset[i][1].numpy()
+    elif cache_dir is not None:
         cache = pathlib.Path(cache_dir) / f"median_frequency_{_dataset_key(dataset)}.json"
         if cache.exists():
             return torch.tensor(json.loads(cache.read_text()), dtype=torch.float32)
-    w = median_frequency((dataset.load_mask(i) for i in range(len(dataset))), dataset.num_classes)
+    w = median_frequency((load_mask(i) for i in range(len(dataset))), dataset.num_classes)
     if cache is not None:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)

@@ -15,5 +15,8 @@ def run_cli(main, argv=None):
     try:
         return main(argv)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        message = str(e)
+        if "Original Traceback" in message:  # raised in a DataLoader worker: keep the last line
+            message = message.strip().splitlines()[-1].split("UserError: ", 1)[-1]
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

