@@ -37,6 +37,7 @@ dropout = 0.5                # Kendall et al. 2015: p = 0.5
 # loss
 class_weights = "paper"      # Sec. 3.3 median frequency: paper (segnet_train.prototxt) | median_frequency | none
 # optimizer (SegNet-Tutorial Models/segnet_solver.prototxt)
+optimizer = "sgd"            # sgd (the paper, Sec. 4.1) | adamw
 batch_size = 4               # per process; segnet_train.prototxt: 4
 max_iters = 40000            # segnet_solver.prototxt max_iter
 lr = 0.001                   # base_lr (the paper's Sec. 4.1 quotes 0.1 for its own runs)
@@ -65,11 +66,11 @@ CHOICES = {
     "dataset": ("camvid", "multidigit_mnist"), "model": ("segnet", "segnet_lite"),
     "normalize": ("auto", "imagenet", "none"), "eval_split": ("train", "val", "test"),
     "class_weights": ("paper", "median_frequency", "none"), "lr_schedule": ("fixed", "poly", "cosine"),
-    "best_metric": ("mean_iou", "global_accuracy"), "dtype": ("auto", "float32", "bfloat16", "float16"),
+    "best_metric": ("mean_iou", "global_accuracy"), "optimizer": ("sgd", "adamw"), "dtype": ("auto", "float32", "bfloat16", "float16"),
 }
 # Keys that must match between a checkpoint and a resumed run.
 RESUME_KEEP = ("dataset", "model", "num_classes", "height", "width", "batch_size", "bayesian",
-               "normalize", "class_weights", "seed", "lr", "lr_schedule", "caffe_lr_mult")
+               "normalize", "class_weights", "seed", "lr", "lr_schedule", "caffe_lr_mult", "optimizer")
 
 
 def main(argv=None):
@@ -141,8 +142,8 @@ def main(argv=None):
         net = net.to(memory_format=torch.channels_last)
     if ddp and config["sync_bn"]:
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    optimizer = torch.optim.SGD(engine.caffe_param_groups(net, config["weight_decay"], config["caffe_lr_mult"]),
-                                lr=config["lr"], momentum=config["momentum"])
+    optimizer = engine.make_optimizer(config["optimizer"], net, config["lr"], config["momentum"],
+                                      config["weight_decay"], config["caffe_lr_mult"])
     it, best = 0, float("-inf")
     if ckpt is not None:
         try:

@@ -259,6 +259,16 @@ def caffe_param_groups(model, weight_decay, lr_mult=True):
             {"params": groups["bn_bias"], "weight_decay": 0.0, "lr_mult": 1.0}]
 
 
+def make_optimizer(name, model, lr, momentum, weight_decay, caffe_lr_mult=True):
+    """SGD with momentum and Caffe's parameter groups (the paper), or AdamW (beta1 = momentum)."""
+    groups = caffe_param_groups(model, weight_decay, caffe_lr_mult)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+    raise UserError(f"optimizer={name}: expected sgd or adamw")
+
+
 def learning_rate(schedule, base_lr, it, max_iters):
     """fixed: segnet_solver.prototxt (lr_policy step with gamma 1.0 never changes the rate);
     poly (power 0.9) and cosine are common modern options."""

@@ -1,0 +1,67 @@
+"""Pictures for evaluation: colour label maps, collages, a confusion matrix, uncertainty heat maps.
+PIL only (no plotting library)."""
+import numpy as np
+from PIL import Image, ImageDraw
+
+VOID_COLOR = (0, 0, 0)
+
+
+def default_palette(n):
+    """Distinct colours (PASCAL VOC's bit-interleaving scheme), class 0 black."""
+    out = []
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out.append((r, g, b))
+    return out
+
+
+def colorize(labels, palette):
+    """(H, W) int labels -> (H, W, 3) uint8 colours; labels outside the palette (void) are black."""
+    lut = np.zeros((256, 3), np.uint8)
+    lut[: len(palette)] = np.asarray(palette, np.uint8)
+    return lut[np.clip(np.asarray(labels), 0, 255).astype(np.uint8)]
+
+
+def heatmap(values):
+    """(H, W) non-negative floats -> (H, W, 3) uint8, black -> red -> yellow -> white, scaled to the max."""
+    v = np.asarray(values, np.float32)
+    v = v / v.max() if v.max() > 0 else v
+    rgb = np.stack([np.clip(3 * v, 0, 1), np.clip(3 * v - 1, 0, 1), np.clip(3 * v - 2, 0, 1)], -1)
+    return (rgb * 255).round().astype(np.uint8)
+
+
+def collage(image, gt, pred, palette):
+    """input | ground truth | prediction, side by side, 4 px apart."""
+    parts = [np.asarray(image, np.uint8), colorize(gt, palette), colorize(pred, palette)]
+    h = parts[0].shape[0]
+    gap = np.full((h, 4, 3), 255, np.uint8)
+    return np.concatenate([parts[0], gap, parts[1], gap, parts[2]], 1)
+
+
+def confusion_matrix_image(mat, names, cell=28):
+    """Row-normalised confusion matrix (rows: ground truth, columns: prediction) with labels."""
+    mat = np.asarray(mat, np.float64)
+    rows = mat / np.maximum(mat.sum(1, keepdims=True), 1)
+    n = len(names)
+    left, top = 8 + 7 * max(map(len, names)), 8 + 7 * max(map(len, names))
+    img = Image.new("RGB", (left + n * cell + 8, top + n * cell + 8), "white")
+    d = ImageDraw.Draw(img)
+    for i in range(n):
+        d.text((4, top + i * cell + cell // 3), names[i], fill="black")
+        # column labels, written vertically one character per line
+        for k, ch in enumerate(names[i][: top // 10]):
+            d.text((left + i * cell + cell // 3, 4 + 10 * k), ch, fill="black")
+        for j in range(n):
+            v = rows[i, j]
+            shade = int(255 * (1 - v))
+            d.rectangle([left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell - 1],
+                        fill=(shade, shade, 255))
+            if v >= 0.005:
+                d.text((left + j * cell + 3, top + i * cell + cell // 3), f"{100 * v:.0f}",
+                       fill="white" if v > 0.5 else "black")
+    return img

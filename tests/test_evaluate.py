@@ -1,0 +1,132 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import Evaluate_SegNet
+import Train_SegNet
+from helpers import make_tutorial_camvid
+from segnet import engine
+from segnet.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = {"global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1", "per_class",
+        "confusion_matrix", "num_images", "split", "checkpoint"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny SegNet-Lite trained for a few iterations on a tiny CamVid, with and without dropout."""
+    tmp = tmp_path_factory.mktemp("eval")
+    root = make_tutorial_camvid(tmp / "CamVid", hw=(24, 40))
+    out = {}
+    for bayes in (False, True):
+        run = tmp / f"run{int(bayes)}"
+        assert Train_SegNet.main([f"--data_root={root}", f"--out_dir={run}", "--model=segnet_lite",
+                                  "--init_encoder=none", "--height=24", "--width=40", "--batch_size=2",
+                                  "--num_workers=0", "--bn_recompute=false", "--eval_interval=0",
+                                  "--max_iters=6", "--lr=0.01", f"--bayesian={bayes}"]) == 0
+        out[bayes] = run / "last.pt"
+    return root, out
+
+
+def test_metrics_json_predictions_and_pictures(trained, tmp_path):
+    root, ckpts = trained
+    out = tmp_path / "e"
+    assert Evaluate_SegNet.main([str(ckpts[False]), f"--out_dir={out}", "--num_workers=0", "--collages=2"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert KEYS <= set(m) and m["num_images"] == 4 and m["split"] == "test"
+    assert set(m["per_class"]) == {"Sky", "Building", "Pole", "Road", "Sidewalk", "Tree", "SignSymbol", "Fence",
+                                   "Car", "Pedestrian", "Bicyclist"}
+    assert set(m["per_class"]["Road"]) == {"accuracy", "iou", "boundary_f1"}
+    assert m["per_class"]["Bicyclist"]["iou"] is None  # absent from the ground truth: reported so
+    for k in ("global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1"):
+        assert 0 <= m[k] <= 1
+    # the metrics agree with the written predictions, recomputed here from the files
+    cm = np.zeros((11, 11), np.int64)
+    for f in sorted((root / "testannot").glob("*.png")):
+        gt = np.asarray(Image.open(f)).astype(np.int64)
+        pred = np.asarray(Image.open(out / "predictions" / f.name)).astype(np.int64)
+        assert pred.shape == gt.shape == (24, 40) and pred.max() < 11
+        keep = gt != 11
+        cm += np.bincount(11 * gt[keep] + pred[keep], minlength=121).reshape(11, 11)
+        assert np.asarray(Image.open(out / "colour" / f.name)).shape == (24, 40, 3)
+    assert cm.tolist() == m["confusion_matrix"]
+    assert abs(m["global_accuracy"] - np.trace(cm) / cm.sum()) < 1e-12
+    assert len(list((out / "collages").glob("*.png"))) == 2 and (out / "confusion_matrix.png").exists()
+
+
+def test_predictions_are_scored_at_label_resolution(trained, tmp_path):
+    """A model run at a smaller size still writes label-size predictions (bilinear logits)."""
+    root, ckpts = trained
+    ck = torch.load(ckpts[False], weights_only=True)
+    ck["config"]["height"], ck["config"]["width"] = 12, 20
+    small = tmp_path / "small.pt"
+    engine.save_checkpoint(small, {k: v for k, v in ck.items() if k != "kind"})
+    out = tmp_path / "e"
+    assert Evaluate_SegNet.main([str(small), f"--data_root={root}", f"--out_dir={out}", "--num_workers=0",
+                                 "--boundary=false"]) == 0
+    pred = np.asarray(Image.open(next((out / "predictions").glob("*.png"))))
+    assert pred.shape == (24, 40)
+    assert json.loads((out / "metrics.json").read_text())["boundary_f1"] is None
+
+
+def test_mc_dropout_uncertainty_only_with_dropout(trained, tmp_path):
+    _, ckpts = trained
+    levels = {}
+    for bayes, ck in ckpts.items():
+        out = tmp_path / f"mc{int(bayes)}"
+        assert Evaluate_SegNet.main([str(ck), f"--out_dir={out}", "--num_workers=0", "--mc_samples=4",
+                                     "--boundary=false"]) == 0
+        maps = sorted((out / "uncertainty").glob("*.png"))
+        assert len(maps) == 4
+        levels[bayes] = max(int(np.asarray(Image.open(p)).max()) for p in maps)
+    assert levels[False] == 0 and levels[True] > 0
+
+
+def test_predict_mode(trained, tmp_path):
+    _, ckpts = trained
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(folder / "a.jpg")
+    Image.fromarray(np.full((24, 40, 3), 200, np.uint8)).save(folder / "b.png")
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "p"
+    assert Evaluate_SegNet.main([str(ckpts[False]), f"--images={folder}", f"--out_dir={out}", "--num_workers=0",
+                                 "--batch_size=1"]) == 0
+    assert sorted(p.name for p in (out / "predictions").glob("*.png")) == ["a.png", "b.png"]
+    assert np.asarray(Image.open(out / "predictions" / "a.png")).shape == (30, 50)  # at the input's size
+    assert np.asarray(Image.open(out / "colour" / "b.png")).shape == (24, 40, 3)
+    assert not (out / "metrics.json").exists()
+
+
+def test_bad_inputs_one_line(trained, tmp_path):
+    root, ckpts = trained
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "corrupt.pt").write_bytes(b"\x00" * 100)
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    ck = torch.load(ckpts[False], weights_only=True)
+    ck["class_names"] = [f"c{i}" for i in range(11)]
+    engine.save_checkpoint(tmp_path / "other_classes.pt", {k: v for k, v in ck.items() if k != "kind"})
+    cases = [
+        ([str(tmp_path / "missing.pt")], "not found"),
+        ([str(tmp_path / "corrupt.pt")], "cannot be read"),
+        ([str(tmp_path / "foreign.pt")], "not a SegNet checkpoint"),
+        ([str(tmp_path / "other_classes.pt"), f"--data_root={root}"], "but the camvid data has 11"),
+        ([str(ckpts[False]), f"--data_root={tmp_path / 'nodata'}"], "does not exist"),
+        ([str(ckpts[False]), f"--images={tmp_path / 'empty'}"], "no images found"),
+        ([str(ckpts[False]), "--split=dev"], "--split=dev: expected one of"),
+        ([], "usage: python Evaluate_SegNet.py CHECKPOINT"),
+    ]
+    for args, message in cases:
+        r = subprocess.run([sys.executable, "Evaluate_SegNet.py", *args, "--num_workers=0"], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert message in r.stderr and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+    with pytest.raises(UserError):
+        Evaluate_SegNet.main([str(tmp_path / "missing.pt")])
