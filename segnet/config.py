@@ -14,11 +14,12 @@ PRESETS = {
         "dataset": "multidigit_mnist", "data_root": "data/mnist", "model": "segnet_lite",
         "num_classes": 11, "height": 64, "width": 64, "init_encoder": "none",
         "normalize": "imagenet",  # the reference normalised its inputs ImageNet-style
-        "class_weights": "none", "batch_size": 32, "max_iters": 1500, "lr": 0.05, "momentum": 0.9,
-        "weight_decay": 0.0005, "lr_schedule": "cosine", "eval_interval": 500, "eval_split": "test",
-        "bn_recompute": False, "hflip": False, "log_interval": 25,
+        "class_weights": "none", "batch_size": 32, "max_iters": 2500, "optimizer": "adamw",
+        "lr": 0.003, "momentum": 0.9, "weight_decay": 0.0001, "lr_schedule": "cosine",
+        "caffe_lr_mult": False, "eval_interval": 500, "eval_split": "test", "bn_recompute": False,
+        "hflip": False, "log_interval": 25, "download": True,
     },
-}
+}}
 
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

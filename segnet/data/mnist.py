@@ -8,7 +8,8 @@ reads whichever of two sources `root` holds:
    through the files in sorted name order, then through each batch in order. Needs scipy.
 2. MNIST idx files (`t10k-images-idx3-ubyte[.gz]` and friends, in `root` or `root/MNIST/raw/`, the
    layout `torchvision.datasets.MNIST` downloads). Images are composed on the fly, deterministically
-   from (seed, split, index): 1-3 digits pasted at random positions fully inside a 64x64 canvas.
+   from (seed, split, index): 1-3 digits pasted at random positions fully inside a 64x64 canvas,
+   never sharing an inked pixel (so every label is unambiguous).
    Train and test draw from disjoint digit pools. With both MNIST sets present, train digits come
    from the 60,000-digit training set and test digits from the 10,000-digit test set; with only one
    set present, its first 80% of digits (8,000 of t10k) form the train pool and the last 20%
@@ -30,6 +31,7 @@ from ..errors import UserError
 CLASS_NAMES = ["background"] + [str(d) for d in range(10)]
 CANVAS = 64  # the reference's image side
 DEFAULT_SIZE = {"train": 10_000, "test": 2_000}  # composed images per split when size is None
+PLACEMENT_TRIES = 25  # random positions tried per digit before overlapping ink is allowed
 TRAIN_FRACTION = 0.8  # share of a lone MNIST set that becomes the train pool (8,000 of t10k)
 
 _MAT_PATTERN = {"train": re.compile(r"^batch\d+\.mat$"), "test": re.compile(r"^testset\d+\.mat$")}
@@ -163,8 +165,19 @@ class MultiDigitMNIST(torch.utils.data.Dataset):
         k = int(rng.integers(self.digits_per_image[0], self.digits_per_image[1] + 1))
         which = lo + rng.choice(hi - lo, size=k, replace=False)
         rows, cols = self._digits.shape[1:]
-        ys = rng.integers(0, CANVAS - rows + 1, size=k)
-        xs = rng.integers(0, CANVAS - cols + 1, size=k)
+        # Digits may touch but not share an inked pixel, so every label is unambiguous: up to
+        # PLACEMENT_TRIES positions are drawn per digit; if none is free the last one is kept
+        # (then the later digit overwrites, see _idx_item).
+        occupied = np.zeros((CANVAS, CANVAS), bool)
+        ys, xs = np.zeros(k, np.int64), np.zeros(k, np.int64)
+        for j, d in enumerate(which):
+            ink = self._digits[d] > 0
+            for _ in range(PLACEMENT_TRIES):
+                y, x = rng.integers(0, CANVAS - rows + 1), rng.integers(0, CANVAS - cols + 1)
+                if not (occupied[y:y + rows, x:x + cols] & ink).any():
+                    break
+            occupied[y:y + rows, x:x + cols] |= ink
+            ys[j], xs[j] = y, x
         return which, ys, xs
 
     def _idx_item(self, i):
