@@ -19,7 +19,7 @@ PRESETS = {
         "caffe_lr_mult": False, "eval_interval": 500, "eval_split": "test", "bn_recompute": False,
         "hflip": False, "log_interval": 25, "download": True,
     },
-}}
+}
 
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
