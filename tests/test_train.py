@@ -211,3 +211,20 @@ def test_real_camvid_smoke_run(camvid_root, tmp_path):
     ck = torch.load(out / "last.pt", weights_only=True)
     assert ck["iter"] == 3 and len(ck["class_names"]) == 11
     assert 0 <= ck["metrics"]["global_accuracy"] <= 1
+
+
+@pytest.mark.realdata
+def test_real_mnist_short_training_lowers_the_loss(mnist_root):
+    """SegNet-Lite with the multidigit_mnist preset on the real MNIST digits: the loss falls."""
+    config = parse_overrides({"config": "camvid", **Train_SegNet.DEFAULTS},
+                             ["--config=multidigit_mnist", f"--data_root={mnist_root}"])
+    from segnet.build import build_dataset, build_model
+    data = build_dataset(config, "train", train=True)
+    loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = build_model(config)
+    opt = engine.make_optimizer("adamw", model, 0.003, 0.9, 0.0001, caffe_lr_mult=False)
+    losses = []
+    for i, (x, y) in zip(range(40), loader):
+        losses.append(float(engine.train_step(model, x, y, opt, None, torch.device("cpu"), torch.float32)))
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
