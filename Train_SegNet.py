@@ -244,13 +244,13 @@ def main(argv=None):
                 if it >= max_iters:
                     break
     except KeyboardInterrupt:
-        bar.close()
         if int(first_bad) < 0:
             checkpoint("last.pt")
             log(f"interrupted at iteration {it}: saved {os.path.join(out_dir, 'last.pt')}; "
                 f"continue with --resume={os.path.join(out_dir, 'last.pt')}")
         return 130
-    bar.close()
+    finally:
+        bar.close()  # before any message, so it starts on a line of its own
     elapsed = time.time() - t0
     log(f"trained {it - n0} iterations in {elapsed:.0f} s ({(it - n0) * bs * world / max(elapsed, 1e-9):.2f} img/s)")
 

@@ -71,7 +71,7 @@ def test_tutorial_layout_items_and_void(tutorial):
     raw = np.asarray(Image.open(ds.files[0][1]))
     assert mask.dtype == torch.int64 and mask.shape == (H, W)
     assert torch.equal(mask, torch.from_numpy(np.where(raw == 11, 255, raw)).long())
-    assert torch.equal(image, torch.from_numpy(np.asarray(Image.open(ds.files[0][0]))).permute(2, 0, 1) / 255)
+    assert torch.equal(image, torch.from_numpy(np.array(Image.open(ds.files[0][0]))).permute(2, 0, 1) / 255)
     assert [os.path.basename(a) for a, _ in ds.files] == [os.path.basename(b) for _, b in ds.files]
     assert len(CamVid(tutorial, "all")) == 6
 

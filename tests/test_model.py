@@ -54,7 +54,7 @@ def test_layer_structure_follows_spec():
     assert all(not c.bias.detach().any() for c in convs)
     bn = m.encoder[0].convs[0][1]
     assert torch.equal(bn.weight, torch.ones(64)) and torch.equal(bn.bias, torch.full((64,), 0.001))
-    std = float(m.encoder[3].convs[1][0].weight.std())
+    std = float(m.encoder[3].convs[1][0].weight.detach().std())
     assert abs(std - (2 / (512 * 9)) ** 0.5) < 0.002
 
 
