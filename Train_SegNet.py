@@ -113,13 +113,14 @@ def main(argv=None):
     log(f"device {device}, autocast {str(amp_dtype).replace('torch.', '')}, world size {world}")
 
     # -- data ---------------------------------------------------------------------------------
+    if ddp and not master:
+        torch.distributed.barrier()  # rank 0 fetches missing data first, the others then find it
     if config["dataset"] == "camvid":
-        if master:
-            ensure_camvid(config["data_root"], config["download"])
-        if ddp:
-            torch.distributed.barrier()
+        ensure_camvid(config["data_root"], config["download"])
     train_set = build_dataset(config, "train", train=True)
     val_set = build_dataset(config, config["eval_split"], train=False)
+    if ddp and master:
+        torch.distributed.barrier()
     class_names = list(train_set.class_names)
     weight = make_class_weights(config["class_weights"], train_set, config["num_classes"],
                                 cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "segnet"))
