@@ -58,7 +58,7 @@ def save_png(path, array):
 def main(argv=None):
     from segnet import engine
     from segnet.build import build_dataset, build_model
-    from segnet.config import parse_overrides
+    from segnet.config import format_config, parse_overrides
     from segnet.errors import UserError
     from segnet.metrics import BoundaryF1, ConfusionMatrix
     from segnet.model import mc_dropout
@@ -66,6 +66,9 @@ def main(argv=None):
     from segnet.visualize import collage, colorize, confusion_matrix_image, default_palette, heatmap
 
     argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(f"{__doc__}\noptions (--key=value):\n{format_config(DEFAULTS)}")
+        return 0
     positional = [a for a in argv if not a.startswith("--")]
     if len(positional) != 1:
         raise UserError("usage: python Evaluate_SegNet.py CHECKPOINT [--key=value ...]; "

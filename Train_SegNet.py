@@ -80,8 +80,11 @@ def main(argv=None):
     from segnet.config import format_config, parse_overrides
     from segnet.errors import UserError
 
-    config = parse_overrides({"config": "camvid", **DEFAULTS}, sys.argv[1:] if argv is None else argv,
-                             choices=CHOICES)
+    argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(f"{__doc__}\nhyperparameters (--key=value):\n{format_config({'config': 'camvid', **DEFAULTS})}")
+        return 0
+    config = parse_overrides({"config": "camvid", **DEFAULTS}, argv, choices=CHOICES)
     ckpt = engine.load_checkpoint(config["resume"]) if config["resume"] else None
     if ckpt is not None:  # the run's own settings win; only how long to go on can change
         for key in RESUME_KEEP:

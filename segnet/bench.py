@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import UserError, run_cli
+from .errors import ArgumentParser, UserError, run_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCHEMA = "segnet-bench-v1"
@@ -576,18 +576,13 @@ def report(res):
 
 
 # -- main ---------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line through run_cli instead of argparse's usage + exit
-        raise UserError(f"{message} (see python -m segnet.bench --help)")
-
-
 def all_modes(device):
     dtypes = ("float32", "bfloat16", "float16") if device.type == "cuda" else ("float32", "bfloat16")
     return ["yardstick"] + [d + cl for d in dtypes for cl in ("", "_cl")]
 
 
 def parse_args(argv):
-    p = _Parser(prog="python -m segnet.bench", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = ArgumentParser(prog="python -m segnet.bench", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                 description="SegNet training/inference speed, memory and FLOP utilisation vs a yardstick.")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--batch_size", type=int, default=2, help="images per step (and per loader batch)")

@@ -3,6 +3,7 @@
 The scripts catch it and print its message as one line, with no traceback; anything else is a bug
 and keeps its traceback.
 """
+import argparse
 import sys
 
 
@@ -20,3 +21,10 @@ def run_cli(main, argv=None):
             message = message.strip().splitlines()[-1].split("UserError: ", 1)[-1]
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one UserError line (run_cli prints it) instead of usage + exit."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see {self.prog} --help)")

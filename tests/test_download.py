@@ -334,5 +334,5 @@ def test_main_cli(server, tmp_path, monkeypatch, capsys):
     assert dl.main(["download", "--layout", "original", "--root", str(root)]) == 0
     assert f"ready in {root}" in capsys.readouterr().out
     dl.verify_layout(root, "original", ORIGINAL_EXPECTED)
-    with pytest.raises(SystemExit):
+    with pytest.raises(UserError, match="invalid choice: 'nope'"):  # one line via run_cli, exit 2
         dl.main(["download", "--layout", "nope"])

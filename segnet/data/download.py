@@ -14,7 +14,6 @@ They unpack into a scratch folder next to root, and the result moves into place 
 its structure checks out (frame and mask counts, pairing by name, image size): the archives can't be fetched
 here to pin hashes, so structure is what we can verify. Run one download per root at a time.
 """
-import argparse
 import http.client
 import os
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from segnet.errors import UserError
+from segnet.errors import ArgumentParser, UserError
 
 TIMEOUT = 30  # seconds without a byte from the server before we give up (urlopen's socket timeout)
 CHUNK = 1 << 20  # bytes per read
@@ -214,7 +213,7 @@ def describe_layout(root, expected):
 
 def main(argv=None):
     """CLI: `python -m segnet.data download [--layout tutorial|original] [--root data/CamVid]`."""
-    parser = argparse.ArgumentParser(prog="python -m segnet.data", description="CamVid data tools")
+    parser = ArgumentParser(prog="python -m segnet.data", description="CamVid data tools")
     commands = parser.add_subparsers(dest="command", required=True)
     cmd = commands.add_parser("download", help="fetch CamVid, unpack it and verify its structure")
     cmd.add_argument("--layout", choices=sorted(SOURCES), default="tutorial",
