@@ -32,6 +32,7 @@ DEFAULTS = {
     "boundary": True,    # compute BF (Sec. 4), the slowest metric
 }
 CHOICES = {"split": ("train", "val", "test"), "dtype": ("auto", "float32", "bfloat16", "float16")}
+MINIMUMS = {"batch_size": 1, "num_workers": 0, "mc_samples": 0, "collages": 0}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 # The paper's CamVid rows (11 classes, test split), in percent.
@@ -74,7 +75,8 @@ def main(argv=None):
         raise UserError("usage: python Evaluate_SegNet.py CHECKPOINT [--key=value ...]; "
                         f"keys: {', '.join(DEFAULTS)}")
     ckpt_path = positional[0]
-    args = parse_overrides(DEFAULTS, [a for a in argv if a.startswith("--")], presets={}, choices=CHOICES)
+    args = parse_overrides(DEFAULTS, [a for a in argv if a.startswith("--")], presets={}, choices=CHOICES,
+                           minimums=MINIMUMS)
     ckpt = engine.load_checkpoint(ckpt_path)
     config = dict(ckpt["config"])
     if args["data_root"]:
@@ -100,8 +102,11 @@ def main(argv=None):
     predict_mode = bool(args["images"])
     out_dir = pathlib.Path(args["out_dir"] or pathlib.Path(ckpt_path).parent /
                            ("predict" if predict_mode else f"eval-{args['split']}"))
-    for sub in ("predictions", "colour") + (("uncertainty",) if mc > 0 else ()):
-        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    try:
+        for sub in ("predictions", "colour", "collages") + (("uncertainty",) if mc > 0 else ()):
+            (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write to --out_dir={out_dir}: {e.strerror}") from None
 
     if predict_mode:
         from segnet.data.camvid import PALETTE_11
@@ -123,36 +128,45 @@ def main(argv=None):
     std = torch.tensor(IMAGENET_STD if config["normalize"] == "imagenet" else (1.0, 1.0, 1.0))
     from tqdm import tqdm
     t0, index = time.time(), 0
-    writer = ThreadPoolExecutor(2)  # PNG encoding overlaps the next batch
+    writer, pending = ThreadPoolExecutor(2), []  # PNG encoding overlaps the next batch
     with torch.inference_mode(), tqdm(total=len(dataset), unit="img", desc=args["split"] if not predict_mode else "predict") as bar:
         for images, masks, sizes in loader:
             x = engine.to_device(images, device, channels_last)
-            size = sizes[0] if all(s == sizes[0] for s in sizes) else None
-            probs, unc = engine.predict(model, x, device, amp_dtype, size, mc_samples=mc)
-            pred = probs.argmax(1)
+            if all(s == sizes[0] for s in sizes):
+                probs, unc = engine.predict(model, x, device, amp_dtype, sizes[0], mc_samples=mc)
+                preds, uncs = list(probs.argmax(1)), list(unc) if unc is not None else None
+            else:  # images of different sizes (predict mode): each back to its own size
+                outs = [engine.predict(model, x[b:b + 1], device, amp_dtype, s, mc_samples=mc)
+                        for b, s in enumerate(sizes)]
+                preds = [p[0].argmax(0) for p, _ in outs]
+                uncs = [u[0] for _, u in outs] if mc > 0 else None
             if masks is not None:
                 masks = masks.to(device, non_blocking=True)
+                pred = torch.stack(preds)
                 cm.update(pred, masks)
                 if bf is not None:
                     bf.update(pred, masks)
-            pred_np = pred.to(torch.uint8).cpu().numpy()
-            unc_np = unc.float().cpu().numpy() if unc is not None else None
-            for b in range(pred_np.shape[0]):
-                name = dataset.name(index)
-                writer.submit(save_png, out_dir / "predictions" / name, pred_np[b])
-                writer.submit(save_png, out_dir / "colour" / name, colorize(pred_np[b], palette))
-                if unc_np is not None:
-                    writer.submit(save_png, out_dir / "uncertainty" / name, heatmap(unc_np[b]))
+            for b, pred in enumerate(preds):
+                name, pred_np = dataset.name(index), pred.to(torch.uint8).cpu().numpy()
+                pending.append(writer.submit(save_png, out_dir / "predictions" / name, pred_np))
+                pending.append(writer.submit(save_png, out_dir / "colour" / name, colorize(pred_np, palette)))
+                if uncs is not None:
+                    pending.append(writer.submit(save_png, out_dir / "uncertainty" / name,
+                                                 heatmap(uncs[b].float().cpu().numpy())))
                 if masks is not None and index < args["collages"]:
                     img = images[b].float() * std[:, None, None] + mean[:, None, None]
-                    img = torch.nn.functional.interpolate(img[None], size=pred_np.shape[1:], mode="bilinear")[0]
+                    img = torch.nn.functional.interpolate(img[None], size=pred_np.shape, mode="bilinear")[0]
                     img = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-                    (out_dir / "collages").mkdir(exist_ok=True)
-                    writer.submit(save_png, out_dir / "collages" / name,
-                                  collage(img, masks[b].cpu().numpy(), pred_np[b], palette))
+                    pending.append(writer.submit(save_png, out_dir / "collages" / name,
+                                                 collage(img, masks[b].cpu().numpy(), pred_np, palette)))
                 index += 1
-            bar.update(pred_np.shape[0])
+            bar.update(len(preds))
     writer.shutdown(wait=True)
+    for p in pending:
+        try:
+            p.result()
+        except OSError as e:
+            raise UserError(f"cannot write a picture into {out_dir}: {e}") from None
     elapsed = time.time() - t0
     print(f"{index} images in {elapsed:.1f} s ({index / max(elapsed, 1e-9):.2f} img/s) on {device}, "
           f"autocast {str(amp_dtype).replace('torch.', '')}; outputs in {out_dir}")

@@ -50,7 +50,7 @@ eval_interval = 1000         # iterations between validations (and last.pt); 0 =
 best_metric = "mean_iou"     # best.pt by val mean_iou | global_accuracy (the paper's selection)
 bn_recompute = True          # compute_bn_statistics.py: BN statistics over the training set at the end
 out_dir = ""                 # "" = checkpoints/<config>-<date>-<time>
-resume = ""                  # a checkpoint to continue from (its config wins, except max_iters)
+resume = ""                  # a checkpoint to continue from (its config wins; see RESUME_MAY_CHANGE)
 log_interval = 10            # iterations between progress-bar updates (each costs a host sync)
 # system
 device = "auto"              # auto | cpu | cuda | cuda:N
@@ -68,9 +68,12 @@ CHOICES = {
     "class_weights": ("paper", "median_frequency", "none"), "lr_schedule": ("fixed", "poly", "cosine"),
     "best_metric": ("mean_iou", "global_accuracy"), "optimizer": ("sgd", "adamw"), "dtype": ("auto", "float32", "bfloat16", "float16"),
 }
-# Keys that must match between a checkpoint and a resumed run.
-RESUME_KEEP = ("dataset", "model", "num_classes", "height", "width", "batch_size", "bayesian",
-               "normalize", "class_weights", "seed", "lr", "lr_schedule", "caffe_lr_mult", "optimizer")
+# What a resumed run may change; everything else comes from the checkpoint's config.
+RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
+                     "out_dir", "resume", "device", "dtype", "compile", "bn_recompute", "best_metric")
+MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_interval": 1, "num_workers": 0,
+            "eval_interval": 0, "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0,
+            "scale_min": 0.01}
 
 
 def main(argv=None):
@@ -84,12 +87,18 @@ def main(argv=None):
     if {"-h", "--help"} & set(argv):
         print(f"{__doc__}\nhyperparameters (--key=value):\n{format_config({'config': 'camvid', **DEFAULTS})}")
         return 0
-    config = parse_overrides({"config": "camvid", **DEFAULTS}, argv, choices=CHOICES)
+    config = parse_overrides({"config": "camvid", **DEFAULTS}, argv, choices=CHOICES, minimums=MINIMUMS)
     ckpt = engine.load_checkpoint(config["resume"]) if config["resume"] else None
-    if ckpt is not None:  # the run's own settings win; only how long to go on can change
-        for key in RESUME_KEEP:
-            config[key] = ckpt["config"][key]
-        config["out_dir"] = config["out_dir"] or os.path.dirname(os.path.abspath(config["resume"]))
+    if ckpt is not None:  # the run's own settings; only where it runs and how long to go on can change
+        explicit = {a[2:].split("=", 1)[0] for a in argv}
+        saved = {**config, **ckpt["config"]}
+        for key in sorted(explicit - set(RESUME_MAY_CHANGE)):
+            if config[key] != saved[key]:
+                raise UserError(f"--{key}={config[key]} cannot change when resuming (the checkpoint has "
+                                f"{saved[key]!r}); resuming may change only {', '.join(RESUME_MAY_CHANGE)}")
+        config = {**saved, **{k: config[k] for k in explicit & set(RESUME_MAY_CHANGE)}}
+        if "out_dir" not in explicit:
+            config["out_dir"] = os.path.dirname(os.path.abspath(config["resume"]))
 
     # -- derived values (nobody edits these) ----------------------------------------------------
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -168,7 +177,13 @@ def main(argv=None):
         with open(os.path.join(out_dir, "config.json"), "w") as f:
             json.dump(config, f, indent=2)
 
+    def check_finite():  # the one host sync per log interval, and before every save
+        if int(first_bad) >= 0:
+            raise UserError(f"loss became non-finite at iteration {int(first_bad)}; stopped without "
+                            f"saving, the last good checkpoint in {out_dir} is kept")
+
     def checkpoint(name, metrics=None):
+        check_finite()
         if master:
             engine.save_checkpoint(os.path.join(out_dir, name), {
                 "model": net.state_dict(), "optimizer": optimizer.state_dict(),
@@ -178,6 +193,9 @@ def main(argv=None):
 
     def validate():
         nonlocal best
+        if ddp:  # BN running statistics are per rank; every rank evaluates rank 0's, the saved ones
+            for b in net.buffers():
+                torch.distributed.broadcast(b, 0)
         m = engine.evaluate(net, val_loader, config["num_classes"], device, amp_dtype, channels_last)
         score = m[config["best_metric"]]
         is_best = score > best
@@ -233,9 +251,7 @@ def main(argv=None):
                 loss_sum += loss
                 it, seen = it + 1, seen + 1
                 if it % config["log_interval"] == 0 or it == max_iters:
-                    if int(first_bad) >= 0:  # the one host sync per log interval
-                        raise UserError(f"loss became non-finite at iteration {int(first_bad)}; stopped without "
-                                        f"saving, the last good checkpoint in {out_dir} is kept")
+                    check_finite()
                     bar.update(it * bs * world - bar.n)
                     bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                                     refresh=False)
@@ -272,9 +288,9 @@ def main(argv=None):
                         t /= world
     final = validate()
     if ddp:
-        sums = torch.stack([p.detach().double().sum() for p in net.parameters()]).to(device)
-        gathered = [torch.zeros_like(sums) for _ in range(world)]
-        torch.distributed.all_gather(gathered, sums)
+        flat = torch.cat([t.detach().float().reshape(-1) for t in [*net.parameters(), *net.buffers()]])
+        gathered = [torch.empty_like(flat) for _ in range(world)]
+        torch.distributed.all_gather(gathered, flat)
         same = all(torch.equal(g, gathered[0]) for g in gathered)
         log(f"weights identical across {world} ranks: {same}")
         torch.distributed.destroy_process_group()

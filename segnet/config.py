@@ -41,10 +41,11 @@ def parse_value(key, text, default):
     return text
 
 
-def parse_overrides(defaults, argv, presets=PRESETS, choices=None):
+def parse_overrides(defaults, argv, presets=PRESETS, choices=None, minimums=None):
     """Return a new config dict: defaults, then `--config=NAME`'s preset, then `--key=value`s.
 
-    `choices` maps a key to its allowed values (checked after all overrides are applied).
+    `choices` maps a key to its allowed values and `minimums` a numeric key to its smallest
+    allowed value (both checked after all overrides are applied).
     """
     config = dict(defaults)
     pairs = []
@@ -68,6 +69,9 @@ def parse_overrides(defaults, argv, presets=PRESETS, choices=None):
     for key, allowed in (choices or {}).items():
         if config[key] not in allowed:
             raise UserError(f"--{key}={config[key]}: expected one of {', '.join(map(str, allowed))}")
+    for key, low in (minimums or {}).items():
+        if config[key] < low:
+            raise UserError(f"--{key}={config[key]}: expected a value >= {low}")
     return config
 
 

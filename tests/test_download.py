@@ -336,3 +336,16 @@ def test_main_cli(server, tmp_path, monkeypatch, capsys):
     dl.verify_layout(root, "original", ORIGINAL_EXPECTED)
     with pytest.raises(UserError, match="invalid choice: 'nope'"):  # one line via run_cli, exit 2
         dl.main(["download", "--layout", "nope"])
+
+
+def test_train_script_downloads_missing_data_first(server, tmp_path, monkeypatch):
+    """`python Train_SegNet.py` on a fresh clone fetches CamVid before training (loopback here)."""
+    import Train_SegNet
+    monkeypatch.setitem(dl.SOURCES, "tutorial", _tutorial_sources(server))
+    monkeypatch.setitem(dl.EXPECTED, "tutorial", TUTORIAL_EXPECTED)
+    root = tmp_path / "data" / "CamVid"
+    assert Train_SegNet.main([f"--data_root={root}", f"--out_dir={tmp_path / 'run'}", "--model=segnet_lite",
+                              "--init_encoder=none", f"--height={H}", f"--width={W}", "--batch_size=2",
+                              "--num_workers=0", "--max_iters=1", "--bn_recompute=false"]) == 0
+    dl.verify_layout(root, "tutorial", TUTORIAL_EXPECTED)
+    assert server["requests"] and (tmp_path / "run" / "last.pt").exists()

@@ -98,10 +98,11 @@ def test_predict_mode(trained, tmp_path):
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "p"
     assert Evaluate_SegNet.main([str(ckpts[False]), f"--images={folder}", f"--out_dir={out}", "--num_workers=0",
-                                 "--batch_size=1"]) == 0
+                                 "--mc_samples=2"]) == 0  # two sizes in one batch
     assert sorted(p.name for p in (out / "predictions").glob("*.png")) == ["a.png", "b.png"]
     assert np.asarray(Image.open(out / "predictions" / "a.png")).shape == (30, 50)  # at the input's size
     assert np.asarray(Image.open(out / "colour" / "b.png")).shape == (24, 40, 3)
+    assert np.asarray(Image.open(out / "uncertainty" / "a.png")).shape == (30, 50, 3)
     assert not (out / "metrics.json").exists()
 
 
@@ -121,6 +122,7 @@ def test_bad_inputs_one_line(trained, tmp_path):
         ([str(ckpts[False]), f"--data_root={tmp_path / 'nodata'}"], "does not exist"),
         ([str(ckpts[False]), f"--images={tmp_path / 'empty'}"], "no images found"),
         ([str(ckpts[False]), "--split=dev"], "--split=dev: expected one of"),
+        ([str(ckpts[False]), "--batch_size=0"], "--batch_size=0: expected a value >= 1"),
         ([], "usage: python Evaluate_SegNet.py CHECKPOINT"),
     ]
     for args, message in cases:

@@ -150,7 +150,7 @@ def test_composition_is_deterministic_per_seed(t10k_only):
     other = MultiDigitMNIST(t10k_only, seed=1)
     assert len(a) == 10_000 and len(MultiDigitMNIST(t10k_only, "test")) == 2_000  # defaults
     for i in [0, 7, 9_999]:
-        assert torch.equal(a[i][0], a[i][0]) and torch.equal(a[i][1], b[i][1])
+        assert torch.equal(a[i][0], b[i][0]) and torch.equal(a[i][1], b[i][1])
         assert np.array_equal(a.digit_indices(i), b.digit_indices(i))
     assert any(not torch.equal(a[i][0], other[i][0]) for i in range(5))
     assert any(not torch.equal(a[i][0], a[i + 1][0]) for i in range(5))

@@ -146,6 +146,19 @@ def test_checkpoint_contents_and_resume_is_exact(camvid, tmp_path):
     assert not list(straight.glob("*.tmp"))
 
 
+def test_resume_keeps_the_runs_own_settings(camvid, tmp_path):
+    run = tmp_path / "run"
+    args = tiny_args(camvid, run, "--max_iters=2", "--hflip=true", "--lr=0.002")
+    assert Train_SegNet.main(args) == 0
+    # only --resume and how long: the rest (hflip, lr, data_root, sizes...) comes from the checkpoint
+    assert Train_SegNet.main([f"--resume={run / 'last.pt'}", "--max_iters=3", "--num_workers=0"]) == 0
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert ck["iter"] == 3 and ck["config"]["hflip"] is True and ck["config"]["lr"] == 0.002
+    assert ck["config"]["data_root"] == str(camvid) and ck["config"]["height"] == 32
+    with pytest.raises(UserError, match="--lr=0.1 cannot change when resuming"):
+        Train_SegNet.main([f"--resume={run / 'last.pt'}", "--lr=0.1"])
+
+
 def test_ctrl_c_saves_last_and_exits_cleanly(camvid, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = engine.train_step
@@ -172,12 +185,21 @@ def test_nan_loss_stops_and_keeps_last_good(camvid, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="non-finite at iteration 3"):
         Train_SegNet.main(tiny_args(camvid, tmp_path / "run", "--max_iters=10", "--eval_interval=2"))
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iter"] == 2
+    # an evaluation between the bad step and the next log line must not save over the good checkpoint
+    calls["n"] = 0
+    with pytest.raises(UserError, match="non-finite at iteration 3"):
+        Train_SegNet.main(tiny_args(camvid, tmp_path / "run2", "--max_iters=10", "--eval_interval=2",
+                                    "--log_interval=5"))
+    assert torch.load(tmp_path / "run2" / "last.pt", weights_only=True)["iter"] == 2
 
 
 def test_user_errors_are_one_line(camvid, tmp_path):
     cases = [
         (["--lrr=1"], "unknown key --lrr"),
         (["--batch_size=x"], "--batch_size=x: expected an integer"),
+        (["--batch_size=0"], "--batch_size=0: expected a value >= 1"),
+        (["--log_interval=0"], "--log_interval=0: expected a value >= 1"),
+        (["--num_workers=-1"], "--num_workers=-1: expected a value >= 0"),
         ([f"--data_root={tmp_path / 'none'}", "--download=false"], "CamVid not found at"),
         ([f"--resume={tmp_path / 'missing.pt'}"], "missing.pt not found"),
     ]
