@@ -150,3 +150,22 @@ def test_specs_are_data():
     assert set(SPECS) >= {"segnet", "segnet_lite"}
     with pytest.raises(UserError, match="unknown model spec"):
         SegNet(spec="segnet_xl")
+
+
+def test_unpool_runs_in_the_activation_dtype_under_autocast():
+    """CPU autocast would run MaxUnpool2d in fp32 (and cast back); ours keeps bf16, bit-identical."""
+    torch.manual_seed(0)
+    m = SegNet(num_classes=5, spec="segnet_lite").eval()
+    x = torch.rand(2, 3, 32, 48)
+    dtypes = []
+    hook = m.decoder[0].unpool.register_forward_hook(lambda mod, i, o: dtypes.append(o.dtype))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = m(x)
+        hook.remove()
+        plain = []  # the same model with autocast's own unpooling policy (fp32)
+        for stage in m.decoder:
+            plain.append(stage.forward)
+            stage.forward = (lambda s: lambda y, i, size: s.dropout(s.convs(s.unpool(y, i, output_size=size))))(stage)
+        reference = m(x)
+    assert dtypes == [torch.bfloat16]
+    assert torch.equal(ours, reference)
