@@ -159,8 +159,8 @@ def predict(model, images, device, dtype, size=None, mc_samples=0):
 
 
 @torch.inference_mode()
-def evaluate(model, loader, num_classes, device, dtype, channels_last=False, boundary=None):
-    """Confusion-matrix metrics (and BF if a BoundaryF1 is given) over the whole loader."""
+def evaluate(model, loader, num_classes, device, dtype, channels_last=False):
+    """Confusion-matrix metrics over the whole loader (all ranks together under DDP)."""
     from .metrics import ConfusionMatrix
     was_training = model.training
     model.eval()
@@ -168,10 +168,7 @@ def evaluate(model, loader, num_classes, device, dtype, channels_last=False, bou
     for images, masks in loader:
         masks = masks.to(device, non_blocking=True)
         probs, _ = predict(model, to_device(images, device, channels_last), device, dtype, masks.shape[-2:])
-        pred = probs.argmax(1)
-        cm.update(pred, masks)
-        if boundary is not None:
-            boundary.update(pred, masks)
+        cm.update(probs.argmax(1), masks)
     cm.all_reduce()
     model.train(was_training)
     return cm.compute()

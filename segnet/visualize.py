@@ -3,8 +3,6 @@ PIL only (no plotting library)."""
 import numpy as np
 from PIL import Image, ImageDraw
 
-VOID_COLOR = (0, 0, 0)
-
 
 def default_palette(n):
     """Distinct colours (PASCAL VOC's bit-interleaving scheme), class 0 black."""
