@@ -60,6 +60,7 @@ def main(argv=None):
     from segnet import engine
     from segnet.build import build_dataset, build_model
     from segnet.config import format_config, parse_overrides
+    from segnet.data.camvid import camvid_palette
     from segnet.errors import UserError
     from segnet.metrics import BoundaryF1, ConfusionMatrix
     from segnet.model import mc_dropout
@@ -108,9 +109,8 @@ def main(argv=None):
     except OSError as e:
         raise UserError(f"cannot write to --out_dir={out_dir}: {e.strerror}") from None
 
+    palette = camvid_palette(class_names) if config["dataset"] == "camvid" else default_palette(n)
     if predict_mode:
-        from segnet.data.camvid import PALETTE_11
-        palette = PALETTE_11 if config["dataset"] == "camvid" and n == 11 else default_palette(n)
         dataset = ImageFolder(args["images"], config)
     else:
         dataset = Labelled(build_dataset(config, args["split"], train=False))
@@ -118,7 +118,6 @@ def main(argv=None):
             raise UserError(f"checkpoint {ckpt_path} predicts {n} classes ({', '.join(class_names[:4])}, ...) "
                             f"but the {config['dataset']} data has {len(dataset.class_names)} "
                             f"({', '.join(dataset.class_names[:4])}, ...)")
-        palette = getattr(dataset.dataset, "palette", None) or default_palette(n)
     loader = torch.utils.data.DataLoader(dataset, args["batch_size"], shuffle=False, num_workers=args["num_workers"],
                                          pin_memory=device.type == "cuda", collate_fn=collate)
 

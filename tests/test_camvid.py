@@ -9,7 +9,7 @@ from torchvision import tv_tensors
 
 from segnet.class_weights import PAPER_CAMVID11, class_weights, median_frequency
 from segnet.data.camvid import (CLASSES_11, GROUP_32_TO_11, LABEL_COLORS, CamVid, _names,
-                                class_table, color_lut, decode_color_mask)
+                                camvid_palette, class_table, color_lut, decode_color_mask)
 from segnet.errors import UserError
 from segnet.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transforms, train_transforms
 
@@ -90,6 +90,10 @@ def test_32_to_11_table_covers_every_class_once():
     names32, table32 = class_table(LABEL_COLORS, 32)
     assert len(names32) == 32 and names32[-1] == "Void" and table32[COLOR["Void"]] == 255
     assert sorted(v for v in table32.values() if v != 255) == list(range(31))
+    # display colours: each class its own CamVid colour, Pole as Column_Pole, Void black
+    assert camvid_palette(CLASSES_11)[CLASSES_11.index("Pole")] == COLOR["Column_Pole"]
+    assert camvid_palette(CLASSES_11)[CLASSES_11.index("Car")] == COLOR["Car"]
+    assert camvid_palette(names32) == [COLOR[n] for n in names32]
 
 
 def test_colour_decoding_is_one_lookup_and_rejects_unknown_colours():

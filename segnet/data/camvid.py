@@ -53,9 +53,13 @@ GROUP_32_TO_11 = {
     "Pedestrian": ["Pedestrian", "Child", "CartLuggagePram", "Animal"],
     "Bicyclist": ["Bicyclist", "MotorcycleScooter"],
 }
-# Display colours of the 11 classes: each group's own CamVid colour.
-PALETTE_11 = [dict((n, c) for c, n in LABEL_COLORS)[n if n != "Pole" else "Column_Pole"]
-              for n in CLASSES_11]
+
+
+def camvid_palette(class_names):
+    """Display colour of each class: its CamVid colour (an 11-class group takes its own class's;
+    Pole is Column_Pole), black for Void."""
+    colors = dict((n, c) for c, n in LABEL_COLORS)
+    return [colors.get("Column_Pole" if n == "Pole" else n, (0, 0, 0)) for n in class_names]
 
 
 def read_label_colors(path):
@@ -174,8 +178,6 @@ class CamVid(torch.utils.data.Dataset):
             self.files = self._original_files()
         if not self.files:
             raise UserError(f"CamVid split {split!r} under {self.root} is empty")
-        self.palette = PALETTE_11 if num_classes == 11 else \
-            [dict((n, c) for c, n in LABEL_COLORS).get(n, (0, 0, 0)) for n in self.class_names]
 
     # -- file lists --------------------------------------------------------------------------
     def _tutorial_files(self):
