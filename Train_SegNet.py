@@ -280,12 +280,6 @@ def main(argv=None):
             torch.utils.data.Subset(build_dataset(config, "train", train=False), range(rank, len(train_set), world)),
             bs, **kw)
         engine.recompute_bn_statistics(net, bn_loader, device, amp_dtype, channels_last)
-        if ddp:  # every rank saw a share: average the statistics
-            for b in net.modules():
-                if isinstance(b, torch.nn.modules.batchnorm._BatchNorm):
-                    for t in (b.running_mean, b.running_var):
-                        torch.distributed.all_reduce(t)
-                        t /= world
     final = validate()
     if ddp:
         flat = torch.cat([t.detach().float().reshape(-1) for t in [*net.parameters(), *net.buffers()]])

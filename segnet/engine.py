@@ -177,7 +177,8 @@ def evaluate(model, loader, num_classes, device, dtype, channels_last=False):
 @torch.no_grad()
 def recompute_bn_statistics(model, loader, device, dtype, channels_last=False):
     """Caffe's compute_bn_statistics.py: BN running statistics as the plain (cumulative) average
-    of the batch statistics over the training set, with the final weights; dropout stays off."""
+    of the batch statistics over the training set, with the final weights; dropout stays off.
+    Under torch.distributed each rank passes its share of the set and the averages are averaged."""
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
     for m in bns:
@@ -192,6 +193,10 @@ def recompute_bn_statistics(model, loader, device, dtype, channels_last=False):
             model(to_device(images, device, channels_last))
     for m, momentum in zip(bns, saved):
         m.momentum = momentum
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for t in (m.running_mean, m.running_var):
+                torch.distributed.all_reduce(t)
+                t /= torch.distributed.get_world_size()
     model.train(was_training)
 
 

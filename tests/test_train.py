@@ -255,3 +255,16 @@ def test_real_mnist_short_training_lowers_the_loss(mnist_root):
     for i, (x, y) in zip(range(40), loader):
         losses.append(float(engine.train_step(model, x, y, opt, None, torch.device("cpu"), torch.float32)))
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
+
+
+def test_bn_recompute_is_the_plain_average_of_batch_statistics():
+    """compute_bn_statistics.py: running mean = average of the per-batch means (not an EMA)."""
+    model = SegNet(num_classes=3, spec="segnet_lite")
+    batches = [(torch.rand(2, 3, 16, 16) * s, torch.zeros(2, 16, 16, dtype=torch.long)) for s in (1.0, 3.0, 5.0)]
+    bn = model.encoder[0].convs[0][1]
+    conv = model.encoder[0].convs[0][0]
+    with torch.no_grad():
+        expected = torch.stack([conv(x).mean((0, 2, 3)) for x, _ in batches]).mean(0)
+    engine.recompute_bn_statistics(model, batches, torch.device("cpu"), torch.float32)
+    assert torch.allclose(bn.running_mean, expected, atol=1e-5)
+    assert bn.momentum == 0.1  # restored
