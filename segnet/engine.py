@@ -219,9 +219,9 @@ def load_checkpoint(path, map_location="cpu"):
         raise UserError(f"checkpoint {path} not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise UserError(f"checkpoint {path} cannot be read (corrupt or not a PyTorch file): {first}") from None
+    except Exception as e:  # torch's own message is long and about its unpickler, not the file
+        raise UserError(f"checkpoint {path} cannot be read ({e.__class__.__name__}): it is corrupt or not a "
+                        f"PyTorch file; expected last.pt or best.pt written by Train_SegNet.py") from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
         raise UserError(f"{path} is not a SegNet checkpoint of this repo (expected a dict with "
                         f"kind={CHECKPOINT_KIND!r}, written by Train_SegNet.py)")
