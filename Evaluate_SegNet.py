@@ -64,7 +64,7 @@ def main(argv=None):
     from segnet.errors import UserError
     from segnet.metrics import BoundaryF1, ConfusionMatrix
     from segnet.model import mc_dropout
-    from segnet.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from segnet.transforms import input_to_unit
     from segnet.visualize import collage, colorize, confusion_matrix_image, default_palette, heatmap
 
     argv = sys.argv[1:] if argv is None else argv
@@ -123,8 +123,7 @@ def main(argv=None):
 
     cm = ConfusionMatrix(n, device=device)
     bf = BoundaryF1(n, device=device) if args["boundary"] and not predict_mode else None
-    mean = torch.tensor(IMAGENET_MEAN if config["normalize"] == "imagenet" else (0.0, 0.0, 0.0))
-    std = torch.tensor(IMAGENET_STD if config["normalize"] == "imagenet" else (1.0, 1.0, 1.0))
+    mean, std = map(torch.tensor, input_to_unit(config["normalize"]))
     from tqdm import tqdm
     t0, index = time.time(), 0
     writer, pending = ThreadPoolExecutor(2), []  # PNG encoding overlaps the next batch

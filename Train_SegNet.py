@@ -11,6 +11,7 @@ Edit the hyperparameters below, or override any of them with --key=value.
 import csv
 import json
 import os
+import signal
 import sys
 import time
 
@@ -26,11 +27,11 @@ height = 360                 # Sec. 4: CamVid frames at 360x480
 width = 480
 hflip = False                # random horizontal flips (the paper used no augmentation)
 scale_min = 1.0              # < 1: random scale+crop of scale_min..1 of the frame (not in the paper)
-normalize = "auto"           # auto (ImageNet mean/std with VGG weights, else /255) | imagenet | none
+normalize = "auto"           # auto (ImageNet mean/std with VGG weights, else /255) | imagenet | none | raw255 (0-255)
 eval_split = "val"           # split for validation during training: val | test
 num_workers = 2              # DataLoader worker processes
 # model
-model = "segnet"             # segnet (VGG16, Sec. 3) | segnet_lite (4 stages, multi-digit MNIST)
+model = "segnet"             # segnet (VGG16, Sec. 3) | segnet_basic (Table 1) | segnet_lite (multi-digit MNIST)
 init_encoder = "vgg16"       # Sec. 3.2: ImageNet VGG16 | vgg16_bn | none | path to a state dict
 bayesian = False             # Bayesian SegNet: dropout after the deepest 3 encoder/decoder stages
 dropout = 0.5                # Kendall et al. 2015: p = 0.5
@@ -63,14 +64,14 @@ seed = 0
 DEFAULTS = {k: v for k, v in dict(globals()).items()
             if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
 CHOICES = {
-    "dataset": ("camvid", "multidigit_mnist"), "model": ("segnet", "segnet_lite"),
-    "normalize": ("auto", "imagenet", "none"), "eval_split": ("train", "val", "test"),
+    "dataset": ("camvid", "multidigit_mnist"), "model": ("segnet", "segnet_basic", "segnet_lite"),
+    "normalize": ("auto", "imagenet", "none", "raw255"), "eval_split": ("train", "val", "test"),
     "class_weights": ("paper", "median_frequency", "none"), "lr_schedule": ("fixed", "poly", "cosine"),
     "best_metric": ("mean_iou", "global_accuracy"), "optimizer": ("sgd", "adamw"), "dtype": ("auto", "float32", "bfloat16", "float16"),
 }
 # What a resumed run may change; everything else comes from the checkpoint's config.
 RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
-                     "out_dir", "resume", "device", "dtype", "compile", "bn_recompute", "best_metric")
+                     "out_dir", "resume", "device", "dtype", "channels_last", "compile", "bn_recompute", "best_metric")
 MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_interval": 1, "num_workers": 0,
             "eval_interval": 0, "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0,
             "scale_min": 0.01}
@@ -82,6 +83,7 @@ def main(argv=None):
     from segnet.class_weights import class_weights as make_class_weights
     from segnet.config import format_config, parse_overrides
     from segnet.errors import UserError
+    from segnet.report import write_curves
 
     argv = sys.argv[1:] if argv is None else argv
     if {"-h", "--help"} & set(argv):
@@ -200,7 +202,9 @@ def main(argv=None):
         score = m[config["best_metric"]]
         is_best = score > best
         best = max(best, score)
-        row = {"iter": it, "global_accuracy": m["global_accuracy"],
+        mean_loss = float(interval_loss[0]) / max(float(interval_loss[1]), 1.0)
+        interval_loss.zero_()
+        row = {"iter": it, "train_loss": mean_loss, "global_accuracy": m["global_accuracy"],
                "class_average_accuracy": m["class_average_accuracy"], "mean_iou": m["mean_iou"]}
         log(f"iter {it:6d} | {config['eval_split']} G {100 * m['global_accuracy']:.2f} "
             f"C {100 * m['class_average_accuracy']:.2f} mIoU {100 * m['mean_iou']:.2f}"
@@ -213,6 +217,7 @@ def main(argv=None):
                 if new:
                     w.writeheader()
                 w.writerow(row)
+            write_curves(out_dir)
             if tb is not None:
                 for k, v in row.items():
                     if k != "iter":
@@ -237,8 +242,10 @@ def main(argv=None):
                dynamic_ncols=True, desc="train")
     first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first iteration with a non-finite loss
     loss_sum = torch.zeros((), device=device)
+    interval_loss = torch.zeros(2, device=device)  # loss sum and count since the last validation
     t0, n0, seen = time.time(), it, 0
     model.train()
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt) if master else None
     try:
         while it < max_iters:
             sampler.set_epoch(it // batches_per_epoch, start=(it % batches_per_epoch) * bs)
@@ -249,6 +256,7 @@ def main(argv=None):
                 loss = engine.train_step(step_model, images, masks, optimizer, scaler, device, amp_dtype, weight)
                 first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), it + 1, first_bad)
                 loss_sum += loss
+                interval_loss += torch.stack([loss.float(), torch.ones((), device=device)])
                 it, seen = it + 1, seen + 1
                 if it % config["log_interval"] == 0 or it == max_iters:
                     check_finite()
@@ -271,6 +279,8 @@ def main(argv=None):
         return 130
     finally:
         bar.close()  # before any message, so it starts on a line of its own
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     elapsed = time.time() - t0
     log(f"trained {it - n0} iterations in {elapsed:.0f} s ({(it - n0) * bs * world / max(elapsed, 1e-9):.2f} img/s)")
 
@@ -295,6 +305,11 @@ def main(argv=None):
     if tb is not None:
         tb.close()
     return 0
+
+
+def _interrupt(signum, frame):
+    """SIGTERM (a scheduler or a closing session) stops the run as Ctrl-C does: last.pt is saved."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

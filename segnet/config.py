@@ -8,6 +8,14 @@ from .errors import UserError
 # Named presets, applied before explicit --key=value (which still win).
 PRESETS = {
     "camvid": {},  # the defaults at the top of Train_SegNet.py are the paper's CamVid recipe
+    # SegNet-Basic (Table 1), SegNet-Tutorial Models/segnet_basic_solver.prototxt: SGD lr 0.1 fixed,
+    # momentum 0.9, weight decay 5e-4, batch 4, 10,000 iterations; segnet_basic_train.prototxt:
+    # raw 0-255 input (no mean subtraction), trained from scratch, the median-frequency weights.
+    "segnet_basic": {
+        "model": "segnet_basic", "init_encoder": "none", "normalize": "raw255", "optimizer": "sgd",
+        "batch_size": 4, "max_iters": 10000, "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005,
+        "lr_schedule": "fixed", "caffe_lr_mult": True, "class_weights": "paper", "eval_interval": 500,
+    },
     # SegNet-Lite on 64x64 multi-digit MNIST: the second reference system. Tuned to reach test
     # mIoU >= 0.85 on a 2-core CPU within 10 minutes (see README).
     "multidigit_mnist": {

@@ -2,10 +2,12 @@
 
     from segnet.model import SegNet
     model = SegNet(num_classes=11)                       # the paper's VGG16 SegNet, logits out
+    model = SegNet(num_classes=11, spec="segnet_basic")  # the paper's controlled-benchmark model (Table 1)
     model = SegNet(num_classes=11, spec="segnet_lite")   # four stages, one conv each, 1x1 classifier
 
 The layer layout is data (`SegNetSpec`), so variants are the same class with another spec.
-Layer names, widths and fillers follow SegNet-Tutorial `Models/segnet_train.prototxt`.
+Layer names, widths and fillers follow SegNet-Tutorial `Models/segnet_train.prototxt` (and
+`Models/segnet_basic_train.prototxt` for SegNet-Basic).
 """
 import contextlib
 import os
@@ -31,6 +33,8 @@ class SegNetSpec:
     kernel_size: int = 3
     classifier_kernel: int = 3
     dropout_stages: int = 3  # Bayesian SegNet: dropout on the deepest N encoder and decoder stages
+    input_lrn: bool = False  # local response normalisation of the input (SegNet-Basic's first layer)
+    decoder_relu: bool = True  # SegNet-Basic's decoder convs are conv => BN, with no ReLU
 
 
 SPECS = {
@@ -39,6 +43,19 @@ SPECS = {
     "segnet": SegNetSpec(
         encoder=((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
         decoder=((512, 512, 512), (512, 512, 256), (256, 256, 128), (128, 64), (64,)),
+    ),
+    # Sec. 3.1 / Table 1, segnet_basic_train.prototxt: input LRN, 4 encoder stages of one 7x7 conv
+    # (64) => BN => ReLU => pool, 4 decoder stages of unpool => 7x7 conv (64) => BN (no ReLU), a
+    # 1x1 classifier. bayesian_segnet_basic_train.prototxt: dropout after pool3, pool4 and after
+    # decoder stages 4 and 3, the deepest two.
+    "segnet_basic": SegNetSpec(
+        encoder=((64,), (64,), (64,), (64,)),
+        decoder=((64,), (64,), (64,), (64,)),
+        kernel_size=7,
+        classifier_kernel=1,
+        dropout_stages=2,
+        input_lrn=True,
+        decoder_relu=False,
     ),
     # The multi-digit MNIST reference: 4 stages of one conv (32, 64, 128, 256), up path
     # 128, 64, 32, 32, then a 1x1 classifier.
@@ -58,14 +75,11 @@ def _autocast_off(device_type):
 
 
 class ConvBNReLU(nn.Sequential):
-    """conv kxk (with bias, as Caffe) => BN => ReLU"""
+    """conv kxk (with bias, as Caffe) => BN => ReLU (the ReLU left out with relu=False)"""
 
-    def __init__(self, cin, cout, k):
-        super().__init__(
-            nn.Conv2d(cin, cout, k, padding=k // 2, bias=True),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-        )
+    def __init__(self, cin, cout, k, relu=True):
+        layers = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=True), nn.BatchNorm2d(cout)]
+        super().__init__(*layers, *([nn.ReLU(inplace=True)] if relu else []))
 
 
 class EncoderStage(nn.Module):
@@ -92,13 +106,13 @@ class EncoderStage(nn.Module):
 class DecoderStage(nn.Module):
     """2x2 max-unpool with the encoder's indices, then (conv => BN => ReLU) * n"""
 
-    def __init__(self, cin, widths, k, dropout=0.0):
+    def __init__(self, cin, widths, k, dropout=0.0, relu=True):
         super().__init__()
         # Sec. 3: the decoder upsamples with the memorised max-pool indices (no learned upsampling).
         self.unpool = nn.MaxUnpool2d(2, stride=2)
         convs = []
         for w in widths:
-            convs.append(ConvBNReLU(cin, w, k))
+            convs.append(ConvBNReLU(cin, w, k, relu))
             cin = w
         self.convs = nn.Sequential(*convs)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -131,6 +145,9 @@ class SegNet(nn.Module):
         n, p = len(spec.encoder), (dropout if bayesian else 0.0)
         deep = spec.dropout_stages
 
+        # segnet_basic_train.prototxt "norm": LRN across channels, local_size 5, alpha 1e-4,
+        # beta 0.75 (k = 1), on the raw 0-255 pixels; torch's LRN computes Caffe's formula.
+        self.input_norm = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if spec.input_lrn else nn.Identity()
         self.encoder = nn.ModuleList()
         cin = in_channels
         for i, widths in enumerate(spec.encoder):
@@ -141,7 +158,8 @@ class SegNet(nn.Module):
             if cin != spec.encoder[n - 1 - i][-1]:
                 raise ValueError(f"decoder stage {i} gets {cin} channels but its indices have "
                                  f"{spec.encoder[n - 1 - i][-1]}")
-            self.decoder.append(DecoderStage(cin, widths, spec.kernel_size, p if i < deep else 0.0))
+            self.decoder.append(DecoderStage(cin, widths, spec.kernel_size, p if i < deep else 0.0,
+                                             spec.decoder_relu))
             cin = widths[-1]
         k = spec.classifier_kernel
         self.classifier = nn.Conv2d(cin, num_classes, k, padding=k // 2)  # no BN, no ReLU
@@ -159,6 +177,7 @@ class SegNet(nn.Module):
                 nn.init.constant_(m.bias, 0.001)
 
     def forward(self, x):                                   # (B, 3, H, W)
+        x = self.input_norm(x)                              # SegNet-Basic only
         pools = []
         for stage in self.encoder:
             x, indices, size = stage(x)                     # segnet: (B, 512, H/32, W/32) at the end

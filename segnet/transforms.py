@@ -12,7 +12,16 @@ from .errors import UserError
 # torchvision's VGG16 ImageNet weights were trained on inputs normalised with these.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZATIONS = ("imagenet", "none")
+# imagenet: (x/255 - mean) / std, for torchvision's VGG16 weights; none: x/255;
+# raw255: the 0-255 pixel values as floats, no mean subtraction (SegNet-Basic's Caffe input).
+NORMALIZATIONS = ("imagenet", "none", "raw255")
+
+
+def input_to_unit(normalize):
+    """(mean, std) such that pixels in 0..1 = input * std + mean (to draw a normalised input)."""
+    if normalize == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (0.0, 0.0, 0.0), ((1 / 255,) * 3 if normalize == "raw255" else (1.0, 1.0, 1.0))
 
 
 def normalization_for(init_encoder):
@@ -23,7 +32,8 @@ def normalization_for(init_encoder):
 def _to_float(normalize, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     if normalize not in NORMALIZATIONS:
         raise UserError(f"normalize={normalize!r}: expected one of {NORMALIZATIONS}")
-    ops = [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)]  # /255
+    scale = normalize != "raw255"  # /255, except for raw pixels
+    ops = [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=scale)]
     if normalize == "imagenet":
         ops.append(v2.Normalize(mean, std))
     return ops
