@@ -46,3 +46,57 @@ def write_curves(run_dir):
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+# Published CamVid-11 test rows (percent; BF None where the source gives none), by model spec.
+PUBLISHED = {
+    "segnet": [
+        ("SegNet, TPAMI 2017 Table 3 (3.5K road images, >80K iterations)", 90.40, 71.20, 60.10, 46.84),
+        ("SegNet trained on CamVid alone (SegNet-Tutorial)", 88.6, 65.9, 50.2, None),
+        ("Bayesian SegNet (Kendall et al. 2015, CamVid)", 86.9, 76.3, 63.1, None),
+    ],
+    "segnet_basic": [
+        # TPAMI 2017 Table 1, SegNet-Basic, median frequency balancing, test G C mIoU BF
+        ("SegNet-Basic, TPAMI 2017 Table 1 (median frequency balancing)", 82.7, 62.0, 47.7, 35.78),
+        # chainercv examples/segnet: trained from scratch, 16k iterations at batch 12 with flips
+        ("SegNet-Basic, chainercv reproduction (16k iterations, batch 12, flips)", 82.7, 67.1, 49.4, None),
+    ],
+}
+
+
+def published_rows(config):
+    """The published rows to set beside a run of this config (CamVid, 11 classes only)."""
+    if config.get("dataset") != "camvid" or config.get("num_classes") != 11:
+        return []
+    return PUBLISHED.get(config.get("model"), [])
+
+
+def _pct(x):
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def write_results_md(path, result, config, command, hardware, seconds):
+    """`results.md`: our row (what was run, on what, how long) beside the published rows, then
+    per-class accuracy, IoU and BF."""
+    size = f"{config['height']}x{config['width']} input"
+    ours = (f"**ours**: {config['model']}, {size}, iteration {result.get('iter')} "
+            f"({result['num_images']} {result['split']} images)")
+    lines = [f"# Results: {config['model']} on {config['dataset']} {result['split']}", "",
+             "| | G | C | mIoU | BF |", "|---|---|---|---|---|",
+             f"| {ours} | {_pct(result['global_accuracy'])} | {_pct(result['class_average_accuracy'])} | "
+             f"{_pct(result['mean_iou'])} | {_pct(result['boundary_f1'])} |"]
+    for label, g, c, miou, bf in published_rows(config):
+        lines.append(f"| {label} | {g:.2f} | {c:.2f} | {miou:.2f} | {'-' if bf is None else f'{bf:.2f}'} |")
+    lines += ["", "| class | accuracy | IoU | BF |", "|---|---|---|---|"]
+    for name, r in result["per_class"].items():
+        lines.append(f"| {name} | {_pct(r['accuracy'])} | {_pct(r['iou'])} | {_pct(r['boundary_f1'])} |")
+    lines += ["", f"Evaluated with `{command}` on {hardware} in {seconds:.0f} s.",
+              f"Checkpoint: `{result['checkpoint']}`. Training config: "
+              + ", ".join(f"{k}={config[k]}" for k in ("model", "height", "width", "batch_size", "max_iters",
+                                                      "lr", "optimizer", "class_weights", "normalize")
+                          if k in config) + "."]
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path
