@@ -11,7 +11,7 @@ from PIL import Image
 import Evaluate_SegNet
 import Train_SegNet
 from helpers import make_tutorial_camvid
-from segnet import engine
+from segnet.checkpoint import save_checkpoint
 from segnet.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +67,7 @@ def test_predictions_are_scored_at_label_resolution(trained, tmp_path):
     ck = torch.load(ckpts[False], weights_only=True)
     ck["config"]["height"], ck["config"]["width"] = 12, 20
     small = tmp_path / "small.pt"
-    engine.save_checkpoint(small, {k: v for k, v in ck.items() if k != "kind"})
+    save_checkpoint(small, {k: v for k, v in ck.items() if k != "kind"})
     out = tmp_path / "e"
     assert Evaluate_SegNet.main([str(small), f"--data_root={root}", f"--out_dir={out}", "--num_workers=0",
                                  "--boundary=false"]) == 0
@@ -113,7 +113,7 @@ def test_bad_inputs_one_line(trained, tmp_path):
     torch.save({"weights": 1}, tmp_path / "foreign.pt")
     ck = torch.load(ckpts[False], weights_only=True)
     ck["class_names"] = [f"c{i}" for i in range(11)]
-    engine.save_checkpoint(tmp_path / "other_classes.pt", {k: v for k, v in ck.items() if k != "kind"})
+    save_checkpoint(tmp_path / "other_classes.pt", {k: v for k, v in ck.items() if k != "kind"})
     cases = [
         ([str(tmp_path / "missing.pt")], "not found"),
         ([str(tmp_path / "corrupt.pt")], "cannot be read"),
