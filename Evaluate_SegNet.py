@@ -154,7 +154,7 @@ class PictureWriter:
             self._save("colour", name, colorize(pred_np, self.palette))
             if batch.uncertainty is not None:
                 self._save("uncertainty", name, heatmap(batch.uncertainty[b].float().cpu().numpy()))
-            if batch.masks is not None and first + b < self.collages:
+            if batch.masks is not None and batch.images is not None and first + b < self.collages:
                 img = batch.images[b].float() * self.std[:, None, None] + self.mean[:, None, None]
                 img = torch.nn.functional.interpolate(img[None], size=pred_np.shape, mode="bilinear")[0]
                 img = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()

@@ -22,7 +22,7 @@ def ensure_camvid(root, download):
         return
     if not download:
         raise FileNotFoundError(f"CamVid not found at {root}; get it with `python -m segnet.data download "
-                        f"--root={root}` (or set --data_root, or --download=true)")
+                                f"--root={root}` (or set --data_root, or --download=true)")
     from .data.download import download_camvid
     print(f"CamVid not found at {root}: downloading it (python -m segnet.data download --root={root})")
     download_camvid(root, layout="tutorial")
@@ -60,6 +60,6 @@ def build_model(config, init=True):
     if init and config["init_encoder"] != "none":
         if config["model"] != "segnet":
             raise ValueError(f"init_encoder={config['init_encoder']} needs model=segnet (the VGG16 encoder); "
-                            f"use init_encoder=none for {config['model']}")
+                             f"use init_encoder=none for {config['model']}")
         load_vgg16_encoder(model, config["init_encoder"])
     return model

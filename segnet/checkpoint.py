@@ -8,15 +8,14 @@ import pathlib
 
 import torch
 
-KIND = "segnet-checkpoint-v1"
-CHECKPOINT_KIND = KIND
+CHECKPOINT_KIND = "segnet-checkpoint-v1"
 
 
 def save_checkpoint(path, checkpoint):
     """Write to a temp file next to `path`, then rename: a crash never leaves half a checkpoint."""
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"kind": KIND, **checkpoint}, tmp)
+    torch.save({"kind": CHECKPOINT_KIND, **checkpoint}, tmp)
     os.replace(tmp, path)
 
 
@@ -31,9 +30,9 @@ def load_checkpoint(path, map_location="cpu"):
     except Exception as e:  # torch's own message is long and about its unpickler, not the file
         raise ValueError(f"checkpoint {path} cannot be read ({e.__class__.__name__}): it is corrupt or not a "
                          f"PyTorch file; expected last.pt or best.pt written by Train_SegNet.py") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
         raise ValueError(f"{path} is not a SegNet checkpoint of this repo (expected a dict with "
-                         f"kind={KIND!r}, written by Train_SegNet.py)")
+                         f"kind={CHECKPOINT_KIND!r}, written by Train_SegNet.py)")
     return ckpt
 
 

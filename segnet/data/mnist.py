@@ -132,7 +132,7 @@ class MultiDigitMNIST(torch.utils.data.Dataset):
         images, labels = _read_idx(images_path), _read_idx(labels_path)
         if images.ndim != 3 or labels.ndim != 1:
             raise ValueError(f"{images_path} / {labels_path}: expected an N x rows x cols image file and an N label file, "
-                            f"got shapes {images.shape} and {labels.shape}")
+                             f"got shapes {images.shape} and {labels.shape}")
         if len(images) != len(labels):
             raise ValueError(f"{images_path} holds {len(images)} digits but {labels_path} holds {len(labels)} labels")
         if labels.size and labels.max() > 9:
@@ -147,7 +147,7 @@ class MultiDigitMNIST(torch.utils.data.Dataset):
             lo, hi = (0, cut) if self.split == "train" else (cut, n)
         if hi - lo < self.digits_per_image[1]:
             raise ValueError(f"{images_path}: the {self.split} pool holds {hi - lo} digits, fewer than "
-                            f"the {self.digits_per_image[1]} an image may need")
+                             f"the {self.digits_per_image[1]} an image may need")
         self.files = [images_path, labels_path]
         self.pool = (lo, hi)  # digits [lo, hi) of files[0] are this split's pool
         self._digits, self._labels = images, labels.astype(np.int64)
@@ -237,11 +237,11 @@ def _mat_batch_size(path):
         info = {name: shape for name, shape, _ in sio.whosmat(path)}
     except Exception as e:  # scipy raises many types for a bad file; v7.3 (HDF5) lands here too
         raise ValueError(f"cannot read {path} as a MATLAB v5/v7 .mat file ({type(e).__name__}: {e}); "
-                        f"re-save it with save(..., '-v7')") from None
+                         f"re-save it with save(..., '-v7')") from None
     for name in ("imgMat", "semanticMaskMat"):
         if name not in info:
             raise ValueError(f"{path} has no variable {name!r} (found {sorted(info)}); expected imgMat (H x W x 3 x B) "
-                            f"and semanticMaskMat (H x W x B)")
+                             f"and semanticMaskMat (H x W x B)")
     img, msk = info["imgMat"], info["semanticMaskMat"]
     if len(img) == 3:  # MATLAB drops a trailing singleton: a batch of one image
         img = (*img, 1)
@@ -249,7 +249,7 @@ def _mat_batch_size(path):
         msk = (*msk, 1)
     if len(img) != 4 or img[2] != 3 or tuple(msk) != (img[0], img[1], img[3]):
         raise ValueError(f"{path}: expected imgMat H x W x 3 x B and semanticMaskMat H x W x B, got {info['imgMat']} "
-                        f"and {info['semanticMaskMat']}")
+                         f"and {info['semanticMaskMat']}")
     return img[3]
 
 
@@ -307,7 +307,7 @@ def _read_idx(path):
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     if len(raw) - header != int(np.prod(dims)):
         raise ValueError(f"{path} is truncated or corrupt: header says {dims} = {int(np.prod(dims))} bytes, "
-                        f"file holds {len(raw) - header}")
+                         f"file holds {len(raw) - header}")
     return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
 
 
@@ -318,4 +318,4 @@ def _download(root):
         torchvision.datasets.MNIST(root, train=False, download=True)  # fetches all four files
     except Exception as e:  # offline: URLError / RuntimeError after every mirror failed
         raise ConnectionError(f"could not download MNIST into {raw} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                        + _MANUAL_DOWNLOAD.format(raw=raw)) from None
+                              + _MANUAL_DOWNLOAD.format(raw=raw)) from None
