@@ -40,7 +40,8 @@ def _fit(path, load):
     try:
         load()
     except (RuntimeError, ValueError, KeyError) as e:
-        raise ValueError(f"checkpoint {path} does not fit this model: {str(e).splitlines()[0]}") from None
+        detail = " ".join(line.strip() for line in str(e).splitlines() if line.strip())  # names the layers
+        raise ValueError(f"checkpoint {path} does not fit this model: {detail[:400]}") from None
 
 
 def model_from_checkpoint(path, ckpt=None):

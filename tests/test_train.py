@@ -297,3 +297,24 @@ def test_bn_recompute_is_the_plain_average_of_batch_statistics():
     engine.recompute_bn_statistics(model, batches, torch.device("cpu"), torch.float32)
     assert torch.allclose(bn.running_mean, expected, atol=1e-5)
     assert bn.momentum == 0.1  # restored
+
+
+def test_choices_come_from_the_registries_and_flags_may_be_bare():
+    from segnet import runtime
+    from segnet.build import DATASETS
+    from segnet.model import SPECS
+    c = Train_SegNet.CHOICES
+    assert c["model"] == tuple(SPECS) and c["dataset"] == tuple(DATASETS)
+    assert c["optimizer"] == tuple(engine.OPTIMIZERS) and c["lr_schedule"] == tuple(engine.LR_SCHEDULES)
+    assert c["dtype"] == ("auto", *runtime.DTYPES)
+    d = {"config": "camvid", **Train_SegNet.DEFAULTS}
+    assert parse_overrides(d, ["--hflip"])["hflip"] is True
+    with pytest.raises(UserError, match="use --key=value"):
+        parse_overrides(d, ["--lr"])  # only a boolean may stand alone
+
+
+def test_no_library_module_imports_the_training_script():
+    import pathlib
+    for path in pathlib.Path(REPO, "segnet").rglob("*.py"):
+        text = path.read_text()
+        assert "import Train_SegNet" not in text and "sys.path.insert" not in text, path
