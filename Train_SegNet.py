@@ -16,6 +16,17 @@ import sys
 import time
 
 import torch
+from tqdm import tqdm
+
+from segnet import engine, runtime
+from segnet.build import DATASETS, NORMALIZE_CHOICES, build_dataset, build_model, ensure_camvid, resolve_normalize
+from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_optimizer, save_checkpoint
+from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS, class_weights as make_class_weights
+from segnet.config import format_config, help_text, parse_overrides, wants_help
+from segnet.data import SPLITS, Labelled, collate
+from segnet.errors import UserError, read_errors, run_cli, user_errors
+from segnet.model import SPECS
+from segnet.report import write_curves
 
 # -----------------------------------------------------------------------------------------------
 # data
@@ -63,11 +74,12 @@ seed = 0
 # -----------------------------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in dict(globals()).items()
             if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
+# Allowed values come from the registries that implement them.
 CHOICES = {
-    "dataset": ("camvid", "multidigit_mnist"), "model": ("segnet", "segnet_basic", "segnet_lite"),
-    "normalize": ("auto", "imagenet", "none", "raw255"), "eval_split": ("train", "val", "test"),
-    "class_weights": ("paper", "median_frequency", "none"), "lr_schedule": ("fixed", "poly", "cosine"),
-    "best_metric": ("mean_iou", "global_accuracy"), "optimizer": ("sgd", "adamw"), "dtype": ("auto", "float32", "bfloat16", "float16"),
+    "dataset": tuple(DATASETS), "model": tuple(SPECS), "normalize": NORMALIZE_CHOICES, "eval_split": SPLITS,
+    "class_weights": CLASS_WEIGHT_METHODS, "lr_schedule": tuple(engine.LR_SCHEDULES),
+    "best_metric": ("mean_iou", "global_accuracy"), "optimizer": tuple(engine.OPTIMIZERS),
+    "dtype": runtime.DTYPE_CHOICES,
 }
 # What a resumed run may change; everything else comes from the checkpoint's config.
 RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
@@ -78,19 +90,40 @@ MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_inter
 
 
 def main(argv=None):
-    from segnet import engine
-    from segnet.build import build_dataset, build_model, ensure_camvid, resolve_normalize
-    from segnet.class_weights import class_weights as make_class_weights
-    from segnet.config import format_config, parse_overrides
-    from segnet.errors import UserError
-    from segnet.report import write_curves
-
     argv = sys.argv[1:] if argv is None else argv
-    if {"-h", "--help"} & set(argv):
-        print(f"{__doc__}\nhyperparameters (--key=value):\n{format_config({'config': 'camvid', **DEFAULTS})}")
+    if wants_help(argv):
+        print(help_text(__doc__, {"config": "camvid", **DEFAULTS}, "hyperparameters"))
         return 0
+    with user_errors():
+        config, ckpt = configure(argv)
+        rt = runtime.setup(config["device"], config["dtype"], config["channels_last"], distributed=True)
+    torch.manual_seed(config["seed"])
+    log = print if rt.master else (lambda *a, **k: None)
+    log(f"config:\n{format_config(config)}")
+    log(f"device {rt.device}, autocast {rt.dtype_name}, world size {rt.world}")
+
+    with user_errors():
+        data = make_data(config, rt, log)
+        net, optimizer, state = make_model(config, rt, ckpt, log)
+    model = torch.nn.parallel.DistributedDataParallel(
+        net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else net
+    step_model = torch.compile(model) if config["compile"] else model
+    tb = open_run_folder(config, rt)
+
+    if train(step_model, net, optimizer, data, config, rt, state, tb, log) != 0:
+        return 130  # interrupted: last.pt saved
+    final = finish(net, optimizer, data, config, rt, state, tb, log)
+    log(f"done: {config['out_dir']}/last.pt (final {config['eval_split']} mIoU {100 * final['mean_iou']:.2f}), "
+        f"best.pt ({config['best_metric']} {100 * state.best:.2f})")
+    return 0
+
+
+# -- setup --------------------------------------------------------------------------------------
+def configure(argv):
+    """The run's config (defaults, then --config=NAME's preset, then --key=value) and, with
+    --resume, the checkpoint: its own config wins, only RESUME_MAY_CHANGE may be overridden."""
     config = parse_overrides({"config": "camvid", **DEFAULTS}, argv, choices=CHOICES, minimums=MINIMUMS)
-    ckpt = engine.load_checkpoint(config["resume"]) if config["resume"] else None
+    ckpt = load_checkpoint(config["resume"]) if config["resume"] else None
     if ckpt is not None:  # the run's own settings; only where it runs and how long to go on can change
         explicit = {a[2:].split("=", 1)[0] for a in argv}
         saved = {**config, **ckpt["config"]}
@@ -101,209 +134,121 @@ def main(argv=None):
         config = {**saved, **{k: config[k] for k in explicit & set(RESUME_MAY_CHANGE)}}
         if "out_dir" not in explicit:
             config["out_dir"] = os.path.dirname(os.path.abspath(config["resume"]))
-
-    # -- derived values (nobody edits these) ----------------------------------------------------
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
-    ddp, master = world > 1, rank == 0
-    device = engine.resolve_device(config["device"])
-    if ddp:
-        if device.type == "cuda":
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    amp_dtype = engine.resolve_dtype(config["dtype"], device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    config["normalize"] = resolve_normalize(config)  # stored with the run: evaluation uses the same
+    # derived values, stored with the run (evaluation uses the same normalisation)
+    config["normalize"] = resolve_normalize(config)
     if not config["out_dir"]:
         config["out_dir"] = os.path.join("checkpoints", f"{config['config']}-{time.strftime('%Y%m%d-%H%M%S')}")
-    out_dir, channels_last = config["out_dir"], config["channels_last"]
-    torch.manual_seed(config["seed"])
-    log = print if master else (lambda *a, **k: None)
-    log(f"config:\n{format_config(config)}")
-    log(f"device {device}, autocast {str(amp_dtype).replace('torch.', '')}, world size {world}")
+    return config, ckpt
 
-    # -- data ---------------------------------------------------------------------------------
-    if ddp and not master:
-        torch.distributed.barrier()  # rank 0 fetches missing data first, the others then find it
-    if config["dataset"] == "camvid":
-        ensure_camvid(config["data_root"], config["download"])
-    train_set = build_dataset(config, "train", train=True)
-    val_set = build_dataset(config, config["eval_split"], train=False)
-    if ddp and master:
-        torch.distributed.barrier()
-    class_names = list(train_set.class_names)
-    weight = make_class_weights(config["class_weights"], train_set, config["num_classes"],
-                                cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "segnet"))
-    weight = weight.to(device) if weight is not None else None
-    sampler = engine.SeededSampler(len(train_set), config["seed"], shuffle=True, rank=rank, world=world)
-    batches_per_epoch = sampler.per_rank // config["batch_size"]
-    if batches_per_epoch == 0:
-        raise UserError(f"batch_size={config['batch_size']} is larger than the {len(train_set)}-image training split")
-    kw = engine.loader_kwargs(device, config["num_workers"])
-    train_loader = torch.utils.data.DataLoader(engine.Seeded(train_set), config["batch_size"], sampler=sampler,
-                                               drop_last=True, **kw)
-    val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, range(rank, len(val_set), world)),
-                                             config["batch_size"], **kw)
-    log(f"data: {len(train_set)} train / {len(val_set)} {config['eval_split']} images from {config['data_root']}, "
-        f"class weights {config['class_weights']}")
 
-    # -- model and optimizer ------------------------------------------------------------------
-    net = build_model(config, init=ckpt is None).to(device)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    if ddp and config["sync_bn"]:
+class Data:
+    """The training and validation sets and loaders, and the class weights of the loss."""
+
+    def __init__(self, config, rt):
+        if rt.ddp and not rt.master:
+            torch.distributed.barrier()  # rank 0 fetches missing data first, the others then find it
+        if config["dataset"] == "camvid":
+            ensure_camvid(config["data_root"], config["download"])
+        self.train_set = build_dataset(config, "train", train=True)
+        self.val_set = Labelled(build_dataset(config, config["eval_split"], train=False))
+        if rt.ddp and rt.master:
+            torch.distributed.barrier()
+        self.class_names = list(self.train_set.class_names)
+        weight = make_class_weights(config["class_weights"], self.train_set, config["num_classes"],
+                                    cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "segnet"))
+        self.weight = weight.to(rt.device) if weight is not None else None
+        self.sampler = engine.SeededSampler(len(self.train_set), config["seed"], shuffle=True, rank=rt.rank,
+                                            world=rt.world)
+        if self.sampler.per_rank // config["batch_size"] == 0:
+            raise UserError(f"batch_size={config['batch_size']} is larger than the {len(self.train_set)}-image "
+                            f"training split")
+        kw = rt.loader_kwargs(config["num_workers"])
+        self.train_loader = read_errors(torch.utils.data.DataLoader(
+            engine.Seeded(self.train_set), config["batch_size"], sampler=self.sampler, drop_last=True, **kw))
+        self.val_loader = read_errors(torch.utils.data.DataLoader(
+            torch.utils.data.Subset(self.val_set, range(rt.rank, len(self.val_set), rt.world)),
+            config["batch_size"], collate_fn=collate, **kw))
+
+
+def make_data(config, rt, log):
+    data = Data(config, rt)
+    log(f"data: {len(data.train_set)} train / {len(data.val_set)} {config['eval_split']} images from "
+        f"{config['data_root']}, class weights {config['class_weights']}")
+    return data
+
+
+def make_model(config, rt, ckpt, log):
+    """The model (ImageNet encoder, or a checkpoint's weights), its optimizer and the run state."""
+    if ckpt is None:
+        net = build_model(config, init=True)
+    else:
+        net, _ = model_from_checkpoint(config["resume"], ckpt)
+    net = rt.place(net)
+    if rt.ddp and config["sync_bn"]:
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     optimizer = engine.make_optimizer(config["optimizer"], net, config["lr"], config["momentum"],
                                       config["weight_decay"], config["caffe_lr_mult"])
-    it, best = 0, float("-inf")
+    state = engine.RunState.start(rt.device)
     if ckpt is not None:
-        try:
-            net.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise UserError(f"checkpoint {config['resume']} does not fit this model: {str(e).splitlines()[0]}") from None
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        it, best = ckpt["iter"], ckpt["best_metric"]
-        engine.set_rng_state(ckpt["rng"], device)
-        log(f"resumed from {config['resume']} at iteration {it}")
-    model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None) \
-        if ddp else net
-    step_model = torch.compile(model) if config["compile"] else model
-    if master:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "config.json"), "w") as f:
-            json.dump(config, f, indent=2)
+        restore_optimizer(optimizer, ckpt, config["resume"], rt.scaler)
+        state.iter, state.best = ckpt["iter"], ckpt["best_metric"]
+        runtime.set_rng_state(ckpt["rng"], rt.device)
+        log(f"resumed from {config['resume']} at iteration {state.iter}")
+    return net, optimizer, state
 
-    def check_finite():  # the one host sync per log interval, and before every save
-        if int(first_bad) >= 0:
-            raise UserError(f"loss became non-finite at iteration {int(first_bad)}; stopped without "
-                            f"saving, the last good checkpoint in {out_dir} is kept")
 
-    def checkpoint(name, metrics=None):
-        check_finite()
-        if master:
-            engine.save_checkpoint(os.path.join(out_dir, name), {
-                "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "config": config, "iter": it, "best_metric": best, "class_names": class_names,
-                "metrics": metrics or {}, "rng": engine.rng_state(device)})
-
-    def validate():
-        nonlocal best
-        if ddp:  # BN running statistics are per rank; every rank evaluates rank 0's, the saved ones
-            for b in net.buffers():
-                torch.distributed.broadcast(b, 0)
-        m = engine.evaluate(net, val_loader, config["num_classes"], device, amp_dtype, channels_last)
-        score = m[config["best_metric"]]
-        is_best = score > best
-        best = max(best, score)
-        mean_loss = float(interval_loss[0]) / max(float(interval_loss[1]), 1.0)
-        interval_loss.zero_()
-        row = {"iter": it, "train_loss": mean_loss, "global_accuracy": m["global_accuracy"],
-               "class_average_accuracy": m["class_average_accuracy"], "mean_iou": m["mean_iou"]}
-        log(f"iter {it:6d} | {config['eval_split']} G {100 * m['global_accuracy']:.2f} "
-            f"C {100 * m['class_average_accuracy']:.2f} mIoU {100 * m['mean_iou']:.2f}"
-            f"{' (best)' if is_best else ''}")
-        if master:
-            path = os.path.join(out_dir, "metrics.csv")
-            new = not os.path.exists(path)
-            with open(path, "a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(row))
-                if new:
-                    w.writeheader()
-                w.writerow(row)
-            write_curves(out_dir)
-            if tb is not None:
-                for k, v in row.items():
-                    if k != "iter":
-                        tb.add_scalar(f"{config['eval_split']}/{k}", v, it)
-        checkpoint("last.pt", row)
-        if is_best:
-            checkpoint("best.pt", row)
-        return row
-
-    tb = None
-    if master:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            tb = SummaryWriter(out_dir)
-        except ImportError:
-            pass  # TensorBoard is optional
-
-    # -- training loop (iterations, as the Caffe solver counts them) ----------------------------
-    from tqdm import tqdm
-    max_iters, bs = config["max_iters"], config["batch_size"]
-    bar = tqdm(total=max_iters * bs * world, initial=it * bs * world, unit="img", disable=not master,
-               dynamic_ncols=True, desc="train")
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first iteration with a non-finite loss
-    loss_sum = torch.zeros((), device=device)
-    interval_loss = torch.zeros(2, device=device)  # loss sum and count since the last validation
-    t0, n0, seen = time.time(), it, 0
-    model.train()
-    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt) if master else None
+def open_run_folder(config, rt):
+    """config.json in the run folder; a TensorBoard writer when tensorboard is installed (rank 0)."""
+    if not rt.master:
+        return None
+    os.makedirs(config["out_dir"], exist_ok=True)
+    with open(os.path.join(config["out_dir"], "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
     try:
-        while it < max_iters:
-            sampler.set_epoch(it // batches_per_epoch, start=(it % batches_per_epoch) * bs)
-            for images, masks in train_loader:
-                engine.set_lr(optimizer, engine.learning_rate(config["lr_schedule"], config["lr"], it, max_iters))
-                images = engine.to_device(images, device, channels_last)
-                masks = masks.to(device, non_blocking=True)
-                loss = engine.train_step(step_model, images, masks, optimizer, scaler, device, amp_dtype, weight)
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), it + 1, first_bad)
-                loss_sum += loss
-                interval_loss += torch.stack([loss.float(), torch.ones((), device=device)])
-                it, seen = it + 1, seen + 1
-                if it % config["log_interval"] == 0 or it == max_iters:
-                    check_finite()
-                    bar.update(it * bs * world - bar.n)
-                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                                    refresh=False)
-                    if tb is not None:
-                        tb.add_scalar("train/loss", float(loss_sum) / seen, it)
-                    loss_sum.zero_()
-                    seen = 0
-                if config["eval_interval"] and it % config["eval_interval"] == 0 and it < max_iters:
-                    validate()
-                if it >= max_iters:
-                    break
+        from torch.utils.tensorboard import SummaryWriter
+        return SummaryWriter(config["out_dir"])
+    except ImportError:
+        return None  # TensorBoard is optional
+
+
+# -- the training loop --------------------------------------------------------------------------
+def train(step_model, net, optimizer, data, config, rt, state, tb, log):
+    """Iterations up to max_iters with a progress bar, validation and last.pt every eval_interval.
+    Ctrl-C or SIGTERM saves last.pt and returns 130; a non-finite loss stops the run (UserError)."""
+    max_iters, bs, out_dir = config["max_iters"], config["batch_size"], config["out_dir"]
+    bar = tqdm(total=max_iters * bs * rt.world, initial=state.iter * bs * rt.world, unit="img",
+               disable=not rt.master, dynamic_ncols=True, desc="train")
+    loss_sum, seen, t0, n0 = torch.zeros((), device=rt.device), 0, time.time(), state.iter
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt) if rt.master else None
+    try:
+        for loss in engine.train_iterations(step_model, data.train_loader, data.sampler, bs, optimizer, rt,
+                                            data.weight, config["lr_schedule"], config["lr"], max_iters, state):
+            loss_sum += loss
+            seen += 1
+            if state.iter % config["log_interval"] == 0 or state.iter == max_iters:
+                check_finite(state, out_dir)  # the one host sync per log interval
+                bar.update(state.iter * bs * rt.world - bar.n)
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                                refresh=False)
+                if tb is not None:
+                    tb.add_scalar("train/loss", float(loss_sum) / seen, state.iter)
+                loss_sum.zero_()
+                seen = 0
+            if config["eval_interval"] and state.iter % config["eval_interval"] == 0 and state.iter < max_iters:
+                validate(net, optimizer, data, config, rt, state, tb, log)
     except KeyboardInterrupt:
-        if int(first_bad) < 0:
-            checkpoint("last.pt")
-            log(f"interrupted at iteration {it}: saved {os.path.join(out_dir, 'last.pt')}; "
-                f"continue with --resume={os.path.join(out_dir, 'last.pt')}")
+        if state.bad_iteration() is None:
+            save(net, optimizer, data, config, rt, state, "last.pt")
+            last = os.path.join(out_dir, "last.pt")
+            log(f"interrupted at iteration {state.iter}: saved {last}; continue with --resume={last}")
         return 130
     finally:
         bar.close()  # before any message, so it starts on a line of its own
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
     elapsed = time.time() - t0
-    log(f"trained {it - n0} iterations in {elapsed:.0f} s ({(it - n0) * bs * world / max(elapsed, 1e-9):.2f} img/s)")
-
-    if config["bn_recompute"]:
-        log("recomputing BatchNorm statistics over the training set (compute_bn_statistics.py)")
-        bn_loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(build_dataset(config, "train", train=False), range(rank, len(train_set), world)),
-            bs, **kw)
-        engine.recompute_bn_statistics(net, bn_loader, device, amp_dtype, channels_last)
-    final = validate()
-    if ddp:
-        flat = torch.cat([t.detach().float().reshape(-1) for t in [*net.parameters(), *net.buffers()]])
-        gathered = [torch.empty_like(flat) for _ in range(world)]
-        torch.distributed.all_gather(gathered, flat)
-        same = all(torch.equal(g, gathered[0]) for g in gathered)
-        log(f"weights identical across {world} ranks: {same}")
-        torch.distributed.destroy_process_group()
-        if not same:
-            raise RuntimeError("DDP ranks diverged")
-    log(f"done: {out_dir}/last.pt (final {config['eval_split']} mIoU {100 * final['mean_iou']:.2f}), "
-        f"best.pt ({config['best_metric']} {100 * best:.2f})")
-    if tb is not None:
-        tb.close()
+    log(f"trained {state.iter - n0} iterations in {elapsed:.0f} s "
+        f"({(state.iter - n0) * bs * rt.world / max(elapsed, 1e-9):.2f} img/s)")
     return 0
 
 
@@ -312,6 +257,77 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def check_finite(state, out_dir):
+    bad = state.bad_iteration()
+    if bad is not None:
+        raise UserError(f"loss became non-finite at iteration {bad}; stopped without saving, the last good "
+                        f"checkpoint in {out_dir} is kept")
+
+
+def validate(net, optimizer, data, config, rt, state, tb, log):
+    """Score the validation split, log it (metrics.csv, curves.png, TensorBoard), save last.pt and,
+    when it improves best_metric, best.pt. Returns the metrics.csv row."""
+    if rt.ddp:  # BN running statistics are per rank; every rank evaluates rank 0's, the saved ones
+        for b in net.buffers():
+            torch.distributed.broadcast(b, 0)
+    m = engine.evaluate(net, data.val_loader, config["num_classes"], rt.device, rt.dtype, rt.channels_last)
+    is_best = m[config["best_metric"]] > state.best
+    state.best = max(state.best, m[config["best_metric"]])
+    row = {"iter": state.iter, "train_loss": state.take_train_loss(), "global_accuracy": m["global_accuracy"],
+           "class_average_accuracy": m["class_average_accuracy"], "mean_iou": m["mean_iou"]}
+    log(f"iter {state.iter:6d} | {config['eval_split']} G {100 * m['global_accuracy']:.2f} "
+        f"C {100 * m['class_average_accuracy']:.2f} mIoU {100 * m['mean_iou']:.2f}{' (best)' if is_best else ''}")
+    if rt.master:
+        append_metrics_row(config["out_dir"], row)
+        write_curves(config["out_dir"])
+        for k, v in row.items():
+            if tb is not None and k != "iter":
+                tb.add_scalar(f"{config['eval_split']}/{k}", v, state.iter)
+    save(net, optimizer, data, config, rt, state, "last.pt", row)
+    if is_best:
+        save(net, optimizer, data, config, rt, state, "best.pt", row)
+    return row
+
+
+def append_metrics_row(out_dir, row):
+    path = os.path.join(out_dir, "metrics.csv")
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def save(net, optimizer, data, config, rt, state, name, metrics=None):
+    """A complete checkpoint (rank 0), never of a run whose loss has gone non-finite."""
+    check_finite(state, config["out_dir"])
+    if rt.master:
+        save_checkpoint(os.path.join(config["out_dir"], name), {
+            "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": rt.scaler.state_dict() if rt.scaler is not None else None,
+            "config": config, "iter": state.iter, "best_metric": state.best, "class_names": data.class_names,
+            "metrics": metrics or {}, "rng": runtime.rng_state(rt.device)})
+
+
+# -- the end of a run ---------------------------------------------------------------------------
+def finish(net, optimizer, data, config, rt, state, tb, log):
+    """compute_bn_statistics.py (BN statistics over the training set), then the final validation."""
+    if config["bn_recompute"]:
+        log("recomputing BatchNorm statistics over the training set (compute_bn_statistics.py)")
+        with user_errors():
+            train_eval = build_dataset(config, "train", train=False)
+        bn_loader = read_errors(torch.utils.data.DataLoader(
+            torch.utils.data.Subset(train_eval, range(rt.rank, len(data.train_set), rt.world)),
+            config["batch_size"], **rt.loader_kwargs(config["num_workers"])))
+        engine.recompute_bn_statistics(net, bn_loader, rt.device, rt.dtype, rt.channels_last)
+    final = validate(net, optimizer, data, config, rt, state, tb, log)
+    if rt.ddp:
+        torch.distributed.destroy_process_group()
+    if tb is not None:
+        tb.close()
+    return final
+
+
 if __name__ == "__main__":
-    from segnet.errors import run_cli
     sys.exit(run_cli(main))

@@ -1,12 +1,12 @@
-"""Data sets and models from a config dict (the hyperparameters of Train_SegNet.py)."""
+"""Data sets and models from a config dict (the hyperparameters of Train_SegNet.py); the registries
+here (DATASETS, NORMALIZE_CHOICES) and in segnet.model (SPECS) give the allowed values."""
 import pathlib
 
 from .data import CamVid, MultiDigitMNIST
-from .errors import UserError
 from .model import SPECS, SegNet, load_vgg16_encoder
-from .transforms import eval_transforms, normalization_for, train_transforms
+from .transforms import NORMALIZATIONS, eval_transforms, normalization_for, train_transforms
 
-DATASETS = ("camvid", "multidigit_mnist")
+NORMALIZE_CHOICES = ("auto", *NORMALIZATIONS)  # auto: follow the encoder's initial weights
 
 
 def resolve_normalize(config):
@@ -21,11 +21,24 @@ def ensure_camvid(root, download):
     if root.is_dir() and any(root.iterdir()):
         return
     if not download:
-        raise UserError(f"CamVid not found at {root}; get it with `python -m segnet.data download "
-                        f"--root {root}` (or set --data_root, or --download=true)")
+        raise FileNotFoundError(f"CamVid not found at {root}; get it with `python -m segnet.data download "
+                                f"--root={root}` (or set --data_root, or --download=true)")
     from .data.download import download_camvid
-    print(f"CamVid not found at {root}: downloading it (python -m segnet.data download --root {root})")
+    print(f"CamVid not found at {root}: downloading it (python -m segnet.data download --root={root})")
     download_camvid(root, layout="tutorial")
+
+
+def _camvid(config, split, transforms):
+    return CamVid(config["data_root"], split, config["num_classes"], transforms=transforms)
+
+
+def _multidigit_mnist(config, split, transforms):
+    if config["num_classes"] != 11:
+        raise ValueError(f"multidigit_mnist has 11 classes (background + 10 digits), not {config['num_classes']}")
+    return MultiDigitMNIST(config["data_root"], split, transforms=transforms, download=config.get("download", False))
+
+
+DATASETS = {"camvid": _camvid, "multidigit_mnist": _multidigit_mnist}
 
 
 def build_dataset(config, split, train):
@@ -33,25 +46,20 @@ def build_dataset(config, split, train):
     h, w, norm = config["height"], config["width"], resolve_normalize(config)
     t = (train_transforms(h, w, norm, hflip=config.get("hflip", False), scale_min=config.get("scale_min", 1.0))
          if train else eval_transforms(h, w, norm))
-    name = config["dataset"]
-    if name == "camvid":
-        return CamVid(config["data_root"], split, config["num_classes"], transforms=t)
-    if name == "multidigit_mnist":
-        if config["num_classes"] != 11:
-            raise UserError(f"multidigit_mnist has 11 classes (background + 10 digits), not {config['num_classes']}")
-        return MultiDigitMNIST(config["data_root"], split, transforms=t, download=config.get("download", False))
-    raise UserError(f"dataset={name!r}: expected one of {DATASETS}")
+    if config["dataset"] not in DATASETS:
+        raise ValueError(f"dataset={config['dataset']!r}: expected one of {', '.join(DATASETS)}")
+    return DATASETS[config["dataset"]](config, split, t)
 
 
 def build_model(config, init=True):
     """SegNet from the config; `init` loads the encoder's ImageNet weights when asked."""
     if config["model"] not in SPECS:
-        raise UserError(f"model={config['model']!r}: expected one of {sorted(SPECS)}")
+        raise ValueError(f"model={config['model']!r}: expected one of {sorted(SPECS)}")
     model = SegNet(config["num_classes"], 3, spec=config["model"], bayesian=config.get("bayesian", False),
                    dropout=config.get("dropout", 0.5))
     if init and config["init_encoder"] != "none":
         if config["model"] != "segnet":
-            raise UserError(f"init_encoder={config['init_encoder']} needs model=segnet (the VGG16 encoder); "
-                            f"use init_encoder=none for {config['model']}")
+            raise ValueError(f"init_encoder={config['init_encoder']} needs model=segnet (the VGG16 encoder); "
+                             f"use init_encoder=none for {config['model']}")
         load_vgg16_encoder(model, config["init_encoder"])
     return model

@@ -11,7 +11,6 @@ import pathlib
 import numpy as np
 import torch
 
-from .errors import UserError
 
 METHODS = ("paper", "median_frequency", "none")
 
@@ -51,11 +50,11 @@ def class_weights(method, dataset=None, num_classes=11, cache_dir=None):
         return None
     if method == "paper":
         if num_classes != 11:
-            raise UserError(f"class_weights=paper holds the CamVid-11 weights, but num_classes={num_classes}; "
-                            f"use class_weights=median_frequency")
+            raise ValueError(f"class_weights=paper holds the CamVid-11 weights, but num_classes={num_classes}; "
+                             f"use class_weights=median_frequency")
         return torch.tensor(PAPER_CAMVID11)
     if method != "median_frequency":
-        raise UserError(f"class_weights={method!r}: expected one of {METHODS}")
+        raise ValueError(f"class_weights={method!r}: expected one of {METHODS}")
     if dataset is None:
         raise ValueError("median_frequency needs the training dataset")
     cache = None

@@ -1,8 +1,14 @@
-"""`--key=value` overrides for the hyperparameter block at the top of a script, and named presets.
+"""The one command-line style of every entry point: `--key=value` over a dict of defaults.
 
-nanoGPT's configurator idea without `exec`: every override is parsed, type-checked against the
-default's type, and an unknown key is refused with the list of valid ones.
+Used by Train_SegNet.py (over its hyperparameter block, with named presets), Evaluate_SegNet.py,
+`python -m segnet.bench` and `python -m segnet.data`. nanoGPT's configurator idea without `exec`:
+every override is parsed, type-checked against the default's type, and an unknown key is refused
+with the list of valid ones. A boolean key may also be given bare (`--compile` = `--compile=true`).
+Keys starting with `_` are internal: accepted, but not listed by --help.
 """
+import ast
+import pathlib
+
 from .errors import UserError
 
 # Named presets, applied before explicit --key=value (which still win).
@@ -60,8 +66,10 @@ def parse_overrides(defaults, argv, presets=PRESETS, choices=None, minimums=None
     config = dict(defaults)
     pairs = []
     for arg in argv:
+        if arg.startswith("--") and "=" not in arg and isinstance(defaults.get(arg[2:]), bool):
+            arg += "=true"
         if not arg.startswith("--") or "=" not in arg:
-            raise UserError(f"unexpected argument {arg!r}: use --key=value (keys: {', '.join(defaults)})")
+            raise UserError(f"unexpected argument {arg!r}: use --key=value (keys: {', '.join(visible(defaults))})")
         key, value = arg[2:].split("=", 1)
         pairs.append((key, value))
     for key, value in pairs:
@@ -74,7 +82,7 @@ def parse_overrides(defaults, argv, presets=PRESETS, choices=None, minimums=None
         if key == "config":
             continue
         if key not in defaults:
-            raise UserError(f"unknown key --{key}; valid keys: {', '.join(sorted(defaults))}")
+            raise UserError(f"unknown key --{key}; valid keys: {', '.join(sorted(visible(defaults)))}")
         config[key] = parse_value(key, value, defaults[key])
     for key, allowed in (choices or {}).items():
         if config[key] not in allowed:
@@ -85,6 +93,36 @@ def parse_overrides(defaults, argv, presets=PRESETS, choices=None, minimums=None
     return config
 
 
+def visible(config):
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
 def format_config(config):
+    config = visible(config)
     width = max(map(len, config))
     return "\n".join(f"  {k:<{width}} = {v!r}" for k, v in config.items())
+
+
+def wants_help(argv):
+    return bool({"-h", "--help"} & set(argv))
+
+
+def help_text(doc, defaults, what="options"):
+    """A module docstring, then every key with its default."""
+    return f"{doc.strip()}\n\n{what} (--key=value):\n{format_config(defaults)}"
+
+
+def script_defaults(path):
+    """The hyperparameter block of a script (module-level `name = literal` lines), read without
+    importing or running it: what `python -m segnet.bench` needs to know of Train_SegNet.py."""
+    tree = ast.parse(pathlib.Path(path).read_text())
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            if isinstance(value, (bool, int, float, str)) and not node.targets[0].id.isupper():
+                out[node.targets[0].id] = value
+    return out

@@ -1,51 +1,15 @@
-"""What the scripts share: devices and precision, data, the loss, one train step, evaluation,
-BatchNorm statistics and checkpoints. Explicit arguments, no globals (pytorch/vision references)."""
+"""The run loop's pieces and the one evaluation path, with explicit arguments and no globals
+(pytorch/vision references/segmentation/train.py `train_one_epoch` / `evaluate`, detr `engine.py`):
+data order that survives a resume, the loss, one train step, the training iterations, the
+optimizer and its schedule, predictions, streaming evaluation and BatchNorm statistics."""
+import collections
+import dataclasses
 import math
-import os
-import pathlib
 
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
-
-# -- devices and precision ----------------------------------------------------------------------
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def cpu_has_native_bf16():
-    """AVX512-BF16 / AMX: bf16 convolutions run natively (oneDNN), much faster than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device={name}: CUDA is not available on this machine; use device=cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device={name}: expected auto, cpu or cuda[:N]") from None
-
-
-def resolve_dtype(name, device):
-    """The autocast dtype (float32 = no autocast). auto: bf16 where the hardware runs it natively,
-    fp16 (with a GradScaler) on older GPUs, fp32 otherwise. Master weights stay fp32 either way."""
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
-    if name not in DTYPES:
-        raise UserError(f"dtype={name}: expected one of auto, {', '.join(DTYPES)}")
-    return DTYPES[name]
-
-
-def autocast(device, dtype):
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+from .runtime import autocast, to_device
 
 
 # -- data order that survives a resume ---------------------------------------------------------
@@ -93,11 +57,6 @@ class Seeded(torch.utils.data.Dataset):
             return self.dataset[i]
 
 
-def loader_kwargs(device, num_workers):
-    return dict(num_workers=num_workers, pin_memory=device.type == "cuda",
-                persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
-
-
 # -- loss ---------------------------------------------------------------------------------------
 def caffe_cross_entropy(logits, target, weight=None, ignore_index=255):
     """Weighted pixel-wise cross-entropy normalised as Caffe's SoftmaxWithLoss (normalize: true):
@@ -127,12 +86,110 @@ def train_step(model, images, masks, optimizer, scaler, device, dtype, weight=No
     return loss.detach()
 
 
-# -- inference ----------------------------------------------------------------------------------
-def to_device(images, device, channels_last):
-    images = images.to(device, non_blocking=True)
-    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+# -- the training iterations --------------------------------------------------------------------
+@dataclasses.dataclass
+class RunState:
+    """What changes during a run. `iter` and `best` go into every checkpoint; `first_bad` (the first
+    iteration whose loss was not finite, -1 = none) and `interval_loss` (loss sum and count since
+    the last validation) stay on the device, so a step never waits for the host."""
+    iter: int
+    best: float
+    first_bad: torch.Tensor
+    interval_loss: torch.Tensor
+
+    @classmethod
+    def start(cls, device, iter=0, best=float("-inf")):
+        return cls(iter, best, torch.full((), -1, dtype=torch.long, device=device), torch.zeros(2, device=device))
+
+    def bad_iteration(self):
+        """The first non-finite iteration, or None (a host sync)."""
+        bad = int(self.first_bad)
+        return bad if bad >= 0 else None
+
+    def take_train_loss(self):
+        """The mean loss since the last call (a host sync), and start counting again."""
+        mean = float(self.interval_loss[0]) / max(float(self.interval_loss[1]), 1.0)
+        self.interval_loss.zero_()
+        return mean
 
 
+def train_iterations(model, loader, sampler, batch_size, optimizer, rt, weight, lr_schedule, base_lr,
+                     max_iters, state):
+    """Iterations (as the Caffe solver counts them) from `state.iter` to `max_iters`, yielding each
+    step's loss (a device tensor) after `state` has counted it. The data order depends only on the
+    iteration (SeededSampler), so a resumed run sees what an uninterrupted one would have."""
+    per_epoch = sampler.per_rank // batch_size
+    model.train()
+    while state.iter < max_iters:
+        sampler.set_epoch(state.iter // per_epoch, start=(state.iter % per_epoch) * batch_size)
+        for images, masks in loader:
+            set_lr(optimizer, learning_rate(lr_schedule, base_lr, state.iter, max_iters))
+            images = rt.images(images)
+            masks = masks.to(rt.device, non_blocking=True)
+            loss = train_step(model, images, masks, optimizer, rt.scaler, rt.device, rt.dtype, weight)
+            state.first_bad = torch.where((state.first_bad < 0) & ~torch.isfinite(loss), state.iter + 1,
+                                          state.first_bad)
+            state.interval_loss += torch.stack([loss.float(), torch.ones((), device=rt.device)])
+            state.iter += 1
+            yield loss
+            if state.iter >= max_iters:
+                return
+
+
+# -- optimizer and schedule ---------------------------------------------------------------------
+def caffe_param_groups(model, weight_decay, lr_mult=True):
+    """SGD parameter groups as segnet_train.prototxt sets them: conv weights lr x1 / decay x1,
+    conv biases lr x2 / decay x0, BN scale lr x1 / decay x1, BN shift lr x1 / decay x0.
+    `lr_mult=False`: one group, decay on everything (PyTorch's usual default)."""
+    if not lr_mult:
+        return [{"params": list(model.parameters()), "weight_decay": weight_decay, "lr_mult": 1.0}]
+    groups = {"weight": [], "conv_bias": [], "bn_bias": []}
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            groups["weight"].append(m.weight)
+            groups["conv_bias"].append(m.bias)
+        elif isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            groups["weight"].append(m.weight)
+            groups["bn_bias"].append(m.bias)
+    return [{"params": groups["weight"], "weight_decay": weight_decay, "lr_mult": 1.0},
+            {"params": groups["conv_bias"], "weight_decay": 0.0, "lr_mult": 2.0},
+            {"params": groups["bn_bias"], "weight_decay": 0.0, "lr_mult": 1.0}]
+
+
+OPTIMIZERS = {
+    "sgd": lambda groups, lr, momentum: torch.optim.SGD(groups, lr=lr, momentum=momentum),  # the paper
+    "adamw": lambda groups, lr, momentum: torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999)),
+}
+
+
+def make_optimizer(name, model, lr, momentum, weight_decay, caffe_lr_mult=True):
+    """SGD with momentum and Caffe's parameter groups (the paper), or AdamW (beta1 = momentum)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer={name}: expected one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](caffe_param_groups(model, weight_decay, caffe_lr_mult), lr, momentum)
+
+
+# fixed: segnet_solver.prototxt (lr_policy step with gamma 1.0 never changes the rate); poly (power
+# 0.9) and cosine are common modern options. Each maps (base lr, t = it / max_iters in [0, 1]) to a rate.
+LR_SCHEDULES = {
+    "fixed": lambda base_lr, t: base_lr,
+    "poly": lambda base_lr, t: base_lr * (1 - t) ** 0.9,
+    "cosine": lambda base_lr, t: base_lr * 0.5 * (1 + math.cos(math.pi * t)),
+}
+
+
+def learning_rate(schedule, base_lr, it, max_iters):
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule={schedule}: expected one of {', '.join(LR_SCHEDULES)}")
+    return LR_SCHEDULES[schedule](base_lr, min(it / max(max_iters, 1), 1.0))
+
+
+def set_lr(optimizer, lr):
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_mult", 1.0)
+
+
+# -- the one evaluation path --------------------------------------------------------------------
 def predict(model, images, device, dtype, size=None, mc_samples=0):
     """Class probabilities (B, C, H, W) in fp32, resized (bilinear, on the logits) to `size`.
 
@@ -158,20 +215,78 @@ def predict(model, images, device, dtype, size=None, mc_samples=0):
     return mean, (sq - mean * mean).clamp_min(0).mean(1)
 
 
-@torch.inference_mode()
-def evaluate(model, loader, num_classes, device, dtype, channels_last=False):
-    """Confusion-matrix metrics over the whole loader (all ranks together under DDP)."""
-    from .metrics import ConfusionMatrix
+# One batch of predictions, from any source: images (as loaded, or None), masks (the labels on the
+# device, or None when unlabelled), preds (one (H, W) class map per image, at its label's size),
+# uncertainty (one (H, W) map per image with MC dropout, else None).
+Batch = collections.namedtuple("Batch", "images masks preds uncertainty")
+
+
+def model_predictions(model, loader, device, dtype, channels_last=False, mc_samples=0):
+    """Batches of `model`'s predictions over `loader`, whose batches are (images, masks) or
+    (images, masks or None, label sizes) (segnet.data.collate). Eval mode, except dropout with
+    mc_samples > 0; the model's mode is restored at the end."""
+    from .model import mc_dropout
     was_training = model.training
     model.eval()
+    if mc_samples > 0:
+        mc_dropout(model, True)
+    try:
+        for images, masks, *sizes in loader:
+            sizes = sizes[0] if sizes else [tuple(masks.shape[-2:])] * len(images)
+            x = to_device(images, device, channels_last)
+            if all(s == sizes[0] for s in sizes):
+                probs, unc = predict(model, x, device, dtype, sizes[0], mc_samples=mc_samples)
+                preds, uncs = list(probs.argmax(1)), list(unc) if unc is not None else None
+            else:  # images of different sizes (predict mode): each back to its own size
+                outs = [predict(model, x[b:b + 1], device, dtype, s, mc_samples=mc_samples)
+                        for b, s in enumerate(sizes)]
+                preds = [p[0].argmax(0) for p, _ in outs]
+                uncs = [u[0] for _, u in outs] if mc_samples > 0 else None
+            masks = masks.to(device, non_blocking=True) if masks is not None else None
+            yield Batch(images, masks, preds, uncs)
+    finally:
+        model.train(was_training)
+
+
+@torch.inference_mode()
+def score(batches, num_classes, device, boundary=False, on_batch=None):
+    """The one evaluation loop: a streaming confusion matrix (and BF with `boundary`) over
+    `batches` of predictions from any source (model_predictions, or files), all ranks together
+    under torch.distributed. `on_batch(batch, first_index)` sees every batch (to write pictures).
+
+    Returns the confusion-matrix metrics, `boundary_f1` and `per_class_boundary_f1` with
+    `boundary`, and `num_images`; only `num_images` when no batch had labels."""
+    from .metrics import BoundaryF1, ConfusionMatrix
     cm = ConfusionMatrix(num_classes, device=device)
-    for images, masks in loader:
-        masks = masks.to(device, non_blocking=True)
-        probs, _ = predict(model, to_device(images, device, channels_last), device, dtype, masks.shape[-2:])
-        cm.update(probs.argmax(1), masks)
+    bf = BoundaryF1(num_classes, device=device) if boundary else None
+    n, labelled = 0, False
+    try:
+        for batch in batches:
+            if batch.masks is not None:
+                pred = torch.stack(batch.preds)
+                cm.update(pred, batch.masks)
+                if bf is not None:
+                    bf.update(pred, batch.masks)
+                labelled = True
+            if on_batch is not None:
+                on_batch(batch, n)
+            n += len(batch.preds)
+    finally:
+        getattr(batches, "close", lambda: None)()  # a generator source restores its model now
+    if not labelled:
+        return {"num_images": n}
     cm.all_reduce()
-    model.train(was_training)
-    return cm.compute()
+    metrics = cm.compute()
+    if bf is not None:
+        metrics.update(bf.compute())
+    return {**metrics, "num_images": n}
+
+
+def evaluate(model, loader, num_classes, device, dtype, channels_last=False, boundary=False, mc_samples=0,
+             on_batch=None):
+    """`model` scored over `loader` (training's validation and Evaluate_SegNet.py)."""
+    return score(model_predictions(model, loader, device, dtype, channels_last, mc_samples),
+                 num_classes, device, boundary, on_batch)
 
 
 @torch.no_grad()
@@ -198,92 +313,3 @@ def recompute_bn_statistics(model, loader, device, dtype, channels_last=False):
                 torch.distributed.all_reduce(t)
                 t /= torch.distributed.get_world_size()
     model.train(was_training)
-
-
-# -- checkpoints --------------------------------------------------------------------------------
-CHECKPOINT_KIND = "segnet-checkpoint-v1"
-
-
-def save_checkpoint(path, checkpoint):
-    """Write to a temp file next to `path`, then rename: a crash never leaves half a checkpoint."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"kind": CHECKPOINT_KIND, **checkpoint}, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path, map_location="cpu"):
-    """Load a checkpoint written by save_checkpoint; anything else is a one-line UserError."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch's own message is long and about its unpickler, not the file
-        raise UserError(f"checkpoint {path} cannot be read ({e.__class__.__name__}): it is corrupt or not a "
-                        f"PyTorch file; expected last.pt or best.pt written by Train_SegNet.py") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
-        raise UserError(f"{path} is not a SegNet checkpoint of this repo (expected a dict with "
-                        f"kind={CHECKPOINT_KIND!r}, written by Train_SegNet.py)")
-    return ckpt
-
-
-def rng_state(device):
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state, device):
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-# -- optimizer ----------------------------------------------------------------------------------
-def caffe_param_groups(model, weight_decay, lr_mult=True):
-    """SGD parameter groups as segnet_train.prototxt sets them: conv weights lr x1 / decay x1,
-    conv biases lr x2 / decay x0, BN scale lr x1 / decay x1, BN shift lr x1 / decay x0.
-    `lr_mult=False`: one group, decay on everything (PyTorch's usual default)."""
-    if not lr_mult:
-        return [{"params": list(model.parameters()), "weight_decay": weight_decay, "lr_mult": 1.0}]
-    groups = {"weight": [], "conv_bias": [], "bn_bias": []}
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            groups["weight"].append(m.weight)
-            groups["conv_bias"].append(m.bias)
-        elif isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            groups["weight"].append(m.weight)
-            groups["bn_bias"].append(m.bias)
-    return [{"params": groups["weight"], "weight_decay": weight_decay, "lr_mult": 1.0},
-            {"params": groups["conv_bias"], "weight_decay": 0.0, "lr_mult": 2.0},
-            {"params": groups["bn_bias"], "weight_decay": 0.0, "lr_mult": 1.0}]
-
-
-def make_optimizer(name, model, lr, momentum, weight_decay, caffe_lr_mult=True):
-    """SGD with momentum and Caffe's parameter groups (the paper), or AdamW (beta1 = momentum)."""
-    groups = caffe_param_groups(model, weight_decay, caffe_lr_mult)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
-    raise UserError(f"optimizer={name}: expected sgd or adamw")
-
-
-def learning_rate(schedule, base_lr, it, max_iters):
-    """fixed: segnet_solver.prototxt (lr_policy step with gamma 1.0 never changes the rate);
-    poly (power 0.9) and cosine are common modern options."""
-    if schedule == "fixed":
-        return base_lr
-    t = min(it / max(max_iters, 1), 1.0)
-    if schedule == "poly":
-        return base_lr * (1 - t) ** 0.9
-    if schedule == "cosine":
-        return base_lr * 0.5 * (1 + math.cos(math.pi * t))
-    raise UserError(f"lr_schedule={schedule}: expected fixed, poly or cosine")
-
-
-def set_lr(optimizer, lr):
-    for g in optimizer.param_groups:
-        g["lr"] = lr * g.get("lr_mult", 1.0)

@@ -1,14 +1,58 @@
-"""One exception type for mistakes a user can fix (bad path, bad value, wrong file).
+"""Mistakes a user can fix (bad path, bad value, wrong file) end in one line, not a traceback.
 
-The scripts catch it and print its message as one line, with no traceback; anything else is a bug
-and keeps its traceback.
+Library code raises ordinary exceptions: ValueError for a bad value or a corrupt file, OSError
+(FileNotFoundError, ConnectionError, ...) for a missing file or a failed download, ImportError for a
+missing optional package. The command-line layer turns those into a UserError where it calls the
+library on the user's input (`with user_errors():`, `read_errors(loader)`), and `run_cli` prints a
+UserError as one line; anything else is a bug and keeps its traceback.
 """
-import argparse
+import contextlib
+import re
 import sys
+
+INPUT_ERRORS = (ValueError, OSError, ImportError)
 
 
 class UserError(Exception):
     """A problem with the user's input: the message names the thing and what was expected."""
+
+
+def one_line(error):
+    """The message of `error` as one line; an error re-raised from a DataLoader worker keeps only the
+    original exception's own message (the last line of the worker's traceback)."""
+    message = str(error).strip()
+    if "Original Traceback" in message:
+        message = re.sub(r"^[\w.]+: ", "", message.splitlines()[-1])
+    return message.splitlines()[0] if message else error.__class__.__name__
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Inside this block, the library's ValueError / OSError / ImportError become a UserError."""
+    try:
+        yield
+    except INPUT_ERRORS as e:
+        raise UserError(one_line(e)) from None
+
+
+class read_errors:
+    """Iterate `loader`, turning what reading a batch raises (an unreadable or corrupt file, in this
+    process or in a worker) into a UserError; errors in the caller's loop body are left alone."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        while True:
+            with user_errors():
+                batch = next(batches, None)
+            if batch is None:
+                return
+            yield batch
 
 
 def run_cli(main, argv=None):
@@ -16,15 +60,5 @@ def run_cli(main, argv=None):
     try:
         return main(argv)
     except UserError as e:
-        message = str(e)
-        if "Original Traceback" in message:  # raised in a DataLoader worker: keep the last line
-            message = message.strip().splitlines()[-1].split("UserError: ", 1)[-1]
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are one UserError line (run_cli prints it) instead of usage + exit."""
-
-    def error(self, message):
-        raise UserError(f"{message} (see {self.prog} --help)")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .errors import UserError
 
 
 @dataclass(frozen=True)
@@ -137,7 +136,7 @@ class SegNet(nn.Module):
         super().__init__()
         if isinstance(spec, str):
             if spec not in SPECS:
-                raise UserError(f"unknown model spec {spec!r}; expected one of {sorted(SPECS)}")
+                raise ValueError(f"unknown model spec {spec!r}; expected one of {sorted(SPECS)}")
             spec = SPECS[spec]
         if len(spec.encoder) != len(spec.decoder):
             raise ValueError("encoder and decoder need the same number of stages")
@@ -157,7 +156,7 @@ class SegNet(nn.Module):
         for i, widths in enumerate(spec.decoder):
             if cin != spec.encoder[n - 1 - i][-1]:
                 raise ValueError(f"decoder stage {i} gets {cin} channels but its indices have "
-                                 f"{spec.encoder[n - 1 - i][-1]}")
+                                  f"{spec.encoder[n - 1 - i][-1]}")
             self.decoder.append(DecoderStage(cin, widths, spec.kernel_size, p if i < deep else 0.0,
                                              spec.decoder_relu))
             cin = widths[-1]
@@ -237,41 +236,41 @@ def load_vgg16_encoder(model, source="vgg16"):
                                                        map_location="cpu")
         except (urllib.error.URLError, OSError, RuntimeError) as e:
             cache = os.path.join(torch.hub.get_dir(), "checkpoints")
-            raise UserError(
+            raise ConnectionError(
                 f"could not download the ImageNet {source} weights ({e.__class__.__name__}: {e}); "
                 f"either put {VGG_URLS[source].rsplit('/', 1)[1]} in {cache} (or pass "
                 f"--init_encoder=PATH to a local VGG16 state-dict file), or train from scratch "
                 f"with --init_encoder=none") from None
     elif isinstance(source, (str, os.PathLike)):
         if not os.path.isfile(source):
-            raise UserError(f"VGG16 weights file not found: {source} (expected a state-dict file, "
-                            f"or one of {sorted(VGG_URLS)} or 'none')")
+            raise FileNotFoundError(f"VGG16 weights file not found: {source} (expected a state-dict file, "
+                                    f"or one of {sorted(VGG_URLS)} or 'none')")
         try:
             state = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise UserError(f"could not read VGG16 weights file {source}: {e}") from None
+            raise ValueError(f"could not read VGG16 weights file {source}: {e}") from None
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
     else:
         state = source
     if not isinstance(state, dict):
-        raise UserError(f"VGG16 weights {source!r}: expected a state dict, got {type(state).__name__}")
+        raise ValueError(f"VGG16 weights {source!r}: expected a state dict, got {type(state).__name__}")
 
     convs, bns = _vgg_layers(state)
     ours = model.encoder_convs()
     if len(convs) != len(ours):
-        raise UserError(f"VGG16 weights {source!r}: expected {len(ours)} conv layers, found {len(convs)}")
+        raise ValueError(f"VGG16 weights {source!r}: expected {len(ours)} conv layers, found {len(convs)}")
     if bns and len(bns) != len(ours):
-        raise UserError(f"VGG16 weights {source!r}: expected {len(ours)} BatchNorm layers, found {len(bns)}")
+        raise ValueError(f"VGG16 weights {source!r}: expected {len(ours)} BatchNorm layers, found {len(bns)}")
     for i, ((name, w, b), (conv, _)) in enumerate(zip(convs, ours)):
         if w.shape != conv.weight.shape or b is None or b.shape != conv.bias.shape:
             got = tuple(w.shape), None if b is None else tuple(b.shape)
-            raise UserError(f"VGG16 layer {name} (encoder conv {i + 1}) has shape {got}, expected "
-                            f"{tuple(conv.weight.shape), tuple(conv.bias.shape)}")
+            raise ValueError(f"VGG16 layer {name} (encoder conv {i + 1}) has shape {got}, expected "
+                             f"{tuple(conv.weight.shape), tuple(conv.bias.shape)}")
     for i, ((name, t), (_, bn)) in enumerate(zip(bns, ours)):
         if t["weight"].shape != bn.weight.shape:
-            raise UserError(f"VGG16 layer {name} (encoder BN {i + 1}) has {t['weight'].numel()} "
-                            f"channels, expected {bn.num_features}")
+            raise ValueError(f"VGG16 layer {name} (encoder BN {i + 1}) has {t['weight'].numel()} "
+                             f"channels, expected {bn.num_features}")
     with torch.no_grad():
         for (_, w, b), (conv, _) in zip(convs, ours):
             conv.weight.copy_(w)

@@ -7,7 +7,6 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from .errors import UserError
 
 # torchvision's VGG16 ImageNet weights were trained on inputs normalised with these.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -31,7 +30,7 @@ def normalization_for(init_encoder):
 
 def _to_float(normalize, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     if normalize not in NORMALIZATIONS:
-        raise UserError(f"normalize={normalize!r}: expected one of {NORMALIZATIONS}")
+        raise ValueError(f"normalize={normalize!r}: expected one of {NORMALIZATIONS}")
     scale = normalize != "raw255"  # /255, except for raw pixels
     ops = [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=scale)]
     if normalize == "imagenet":

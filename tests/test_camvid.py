@@ -10,7 +10,7 @@ from torchvision import tv_tensors
 from segnet.class_weights import PAPER_CAMVID11, class_weights, median_frequency
 from segnet.data.camvid import (CLASSES_11, GROUP_32_TO_11, LABEL_COLORS, CamVid, _names,
                                 camvid_palette, class_table, color_lut, decode_color_mask)
-from segnet.errors import UserError
+from segnet.errors import INPUT_ERRORS
 from segnet.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transforms, train_transforms
 
 COLOR = {n: c for c, n in LABEL_COLORS}
@@ -103,7 +103,7 @@ def test_colour_decoding_is_one_lookup_and_rejects_unknown_colours():
     out = decode_color_mask(m, lut)
     assert out[0].tolist() == [0, 0, 1, 1, 3, 3, 255, 255]
     m[2, 3] = (1, 2, 3)
-    with pytest.raises(UserError, match=r"x\.png: colour \(1, 2, 3\) is not in label_colors.txt"):
+    with pytest.raises(INPUT_ERRORS, match=r"x\.png: colour \(1, 2, 3\) is not in label_colors.txt"):
         decode_color_mask(m, lut, "x.png")
 
 
@@ -137,37 +137,37 @@ def test_mask_cache_used_and_invalidated(original):
 
 
 def test_bad_inputs(tmp_path, tutorial, original):
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(INPUT_ERRORS, match="does not exist"):
         CamVid(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="neither CamVid layout.*trainannot.*CamVid_Raw"):
+    with pytest.raises(INPUT_ERRORS, match="neither CamVid layout.*trainannot.*CamVid_Raw"):
         CamVid(tmp_path / "empty")
-    with pytest.raises(UserError, match="needs the original CamVid layout"):
+    with pytest.raises(INPUT_ERRORS, match="needs the original CamVid layout"):
         CamVid(tutorial, num_classes=32)
-    with pytest.raises(UserError, match="split='dev'"):
+    with pytest.raises(INPUT_ERRORS, match="split='dev'"):
         CamVid(tutorial, "dev")
     (tutorial / "testannot" / "ftest0.png").unlink()
-    with pytest.raises(UserError, match="annotation .*ftest0.png .* is missing"):
+    with pytest.raises(INPUT_ERRORS, match="annotation .*ftest0.png .* is missing"):
         CamVid(tutorial, "test")
     for f in (tutorial / "val").glob("*"):
         f.unlink()
-    with pytest.raises(UserError, match="split 'val' .* is empty"):
+    with pytest.raises(INPUT_ERRORS, match="split 'val' .* is empty"):
         CamVid(tutorial, "val")
     # sizes differ
     save(tutorial / "trainannot" / "ftrain1.png", np.zeros((H + 1, W)))
-    with pytest.raises(UserError, match=r"ftrain1.png is 8x6 but its mask .* is 8x7"):
+    with pytest.raises(INPUT_ERRORS, match=r"ftrain1.png is 8x6 but its mask .* is 8x7"):
         CamVid(tutorial, "train")[1]
     # truncated PNG
     p = tutorial / "train" / "ftrain2.png"
     p.write_bytes(p.read_bytes()[:40])
-    with pytest.raises(UserError, match="cannot read image .*ftrain2.png"):
+    with pytest.raises(INPUT_ERRORS, match="cannot read image .*ftrain2.png"):
         CamVid(tutorial, "train")[2]
     # mask without its frame (original layout)
     first = _names("train")[0]
     (original / "CamVid_Raw" / f"{first}.png").unlink()
-    with pytest.raises(UserError, match=f"mask .*{first}_L.png has no frame"):
+    with pytest.raises(INPUT_ERRORS, match=f"mask .*{first}_L.png has no frame"):
         CamVid(original, "train")
-    with pytest.raises(UserError, match="expected 11 .* or 32"):
+    with pytest.raises(INPUT_ERRORS, match="expected 11 .* or 32"):
         CamVid(original, "train", num_classes=12)
 
 
@@ -184,9 +184,9 @@ def test_median_frequency_hand_computed():
 def test_class_weights_methods_and_cache(tutorial, tmp_path):
     assert torch.allclose(class_weights("paper"), torch.tensor(PAPER_CAMVID11))
     assert class_weights("none") is None
-    with pytest.raises(UserError, match="num_classes=32"):
+    with pytest.raises(INPUT_ERRORS, match="num_classes=32"):
         class_weights("paper", num_classes=32)
-    with pytest.raises(UserError, match="expected one of"):
+    with pytest.raises(INPUT_ERRORS, match="expected one of"):
         class_weights("inverse")
     ds = CamVid(tutorial, "train")
     w = class_weights("median_frequency", ds, cache_dir=tmp_path / "c")
@@ -218,7 +218,7 @@ def test_transforms_keep_image_and_mask_aligned():
     # evaluation resizes the image only: the mask stays at the annotation's size
     img, m = eval_transforms(2, 3)(tv_tensors.Image(image), tv_tensors.Mask(mask))
     assert img.shape == (3, 2, 3) and m.shape == (4, 6)
-    with pytest.raises(UserError, match="normalize"):
+    with pytest.raises(INPUT_ERRORS, match="normalize"):
         train_transforms(4, 6, normalize="bgr")
 
 

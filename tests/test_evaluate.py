@@ -11,7 +11,7 @@ from PIL import Image
 import Evaluate_SegNet
 import Train_SegNet
 from helpers import make_tutorial_camvid
-from segnet import engine
+from segnet.checkpoint import save_checkpoint
 from segnet.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +67,7 @@ def test_predictions_are_scored_at_label_resolution(trained, tmp_path):
     ck = torch.load(ckpts[False], weights_only=True)
     ck["config"]["height"], ck["config"]["width"] = 12, 20
     small = tmp_path / "small.pt"
-    engine.save_checkpoint(small, {k: v for k, v in ck.items() if k != "kind"})
+    save_checkpoint(small, {k: v for k, v in ck.items() if k != "kind"})
     out = tmp_path / "e"
     assert Evaluate_SegNet.main([str(small), f"--data_root={root}", f"--out_dir={out}", "--num_workers=0",
                                  "--boundary=false"]) == 0
@@ -113,7 +113,7 @@ def test_bad_inputs_one_line(trained, tmp_path):
     torch.save({"weights": 1}, tmp_path / "foreign.pt")
     ck = torch.load(ckpts[False], weights_only=True)
     ck["class_names"] = [f"c{i}" for i in range(11)]
-    engine.save_checkpoint(tmp_path / "other_classes.pt", {k: v for k, v in ck.items() if k != "kind"})
+    save_checkpoint(tmp_path / "other_classes.pt", {k: v for k, v in ck.items() if k != "kind"})
     cases = [
         ([str(tmp_path / "missing.pt")], "not found"),
         ([str(tmp_path / "corrupt.pt")], "cannot be read"),
@@ -132,3 +132,42 @@ def test_bad_inputs_one_line(trained, tmp_path):
         assert message in r.stderr and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
     with pytest.raises(UserError):
         Evaluate_SegNet.main([str(tmp_path / "missing.pt")])
+
+
+def test_score_takes_predictions_from_any_source(trained, tmp_path):
+    """The one evaluation loop scores predictions read from files exactly as it scores the model's."""
+    from segnet.engine import Batch, score
+    root, ckpts = trained
+    out = tmp_path / "e"
+    assert Evaluate_SegNet.main([str(ckpts[False]), f"--out_dir={out}", "--num_workers=0", "--boundary=false"]) == 0
+    from_model = json.loads((out / "metrics.json").read_text())
+    batches, seen = [], []
+    for f in sorted((root / "testannot").glob("*.png")):
+        gt = torch.from_numpy(np.asarray(Image.open(f)).astype(np.int64))
+        gt[gt == 11] = 255
+        pred = torch.from_numpy(np.asarray(Image.open(out / "predictions" / f.name)).astype(np.int64))
+        batches.append(Batch(None, gt[None], [pred], None))
+    m = score(iter(batches), 11, torch.device("cpu"), on_batch=lambda b, first: seen.append(first))
+    assert seen == [0, 1, 2, 3] and m["num_images"] == 4
+    assert m["confusion_matrix"] == from_model["confusion_matrix"]
+    assert m["mean_iou"] == pytest.approx(from_model["mean_iou"], abs=1e-12)
+    perfect = score([Batch(None, b.masks, [b.masks[0] % 255], None) for b in batches], 11,  # void (top row) -> sky
+                    torch.device("cpu"), boundary=True)
+    assert perfect["global_accuracy"] == perfect["mean_iou"] == 1.0
+    assert 0.9 < perfect["boundary_f1"] <= 1.0  # BF only differs where void borders a class
+
+
+def test_model_from_checkpoint_one_message_for_a_misfit(trained, tmp_path):
+    from segnet.checkpoint import model_from_checkpoint
+    _, ckpts = trained
+    model, ck = model_from_checkpoint(ckpts[False])
+    assert not model.training and ck["iter"] == 6
+    assert torch.equal(model.state_dict()["classifier.weight"], ck["model"]["classifier.weight"])
+    ck["model"]["classifier.weight"] = ck["model"]["classifier.weight"][:5]
+    save_checkpoint(tmp_path / "misfit.pt", {k: v for k, v in ck.items() if k != "kind"})
+    with pytest.raises(ValueError, match="misfit.pt does not fit this model: .*classifier.weight"):
+        model_from_checkpoint(tmp_path / "misfit.pt")
+    r = subprocess.run([sys.executable, "Evaluate_SegNet.py", str(tmp_path / "misfit.pt"), "--num_workers=0"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: checkpoint ") and "does not fit" in r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0

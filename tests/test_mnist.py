@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from segnet.data.mnist import MultiDigitMNIST
-from segnet.errors import UserError
+from segnet.errors import INPUT_ERRORS
 
 scipy_io = pytest.importorskip("scipy.io")
 
@@ -84,26 +84,26 @@ def test_mat_batches_read_in_name_order_then_batch_order(tmp_path):
 def test_mat_errors(tmp_path, monkeypatch):
     images, masks = random_batch(np.random.default_rng(0), 2, 8, 8)
     scipy_io.savemat(tmp_path / "batch00001.mat", {"imgMat": images, "mask": masks})
-    with pytest.raises(UserError, match=r"batch00001\.mat has no variable 'semanticMaskMat'"):
+    with pytest.raises(INPUT_ERRORS, match=r"batch00001\.mat has no variable 'semanticMaskMat'"):
         MultiDigitMNIST(tmp_path, "train")
-    with pytest.raises(UserError, match=r"no test batches in .*testsetNNN\.mat"):
+    with pytest.raises(INPUT_ERRORS, match=r"no test batches in .*testsetNNN\.mat"):
         MultiDigitMNIST(tmp_path, "test")
 
     scipy_io.savemat(tmp_path / "batch00001.mat", {"imgMat": images, "semanticMaskMat": masks[:, :, :1]})
-    with pytest.raises(UserError, match=r"batch00001\.mat: expected imgMat H x W x 3 x B"):
+    with pytest.raises(INPUT_ERRORS, match=r"batch00001\.mat: expected imgMat H x W x 3 x B"):
         MultiDigitMNIST(tmp_path, "train")
 
     scipy_io.savemat(tmp_path / "batch00001.mat", {"imgMat": images, "semanticMaskMat": masks + 11})
-    with pytest.raises(UserError, match=r"batch00001\.mat: semanticMaskMat must hold whole numbers 0-10"):
+    with pytest.raises(INPUT_ERRORS, match=r"batch00001\.mat: semanticMaskMat must hold whole numbers 0-10"):
         MultiDigitMNIST(tmp_path, "train")[0]
 
     (tmp_path / "batch00001.mat").write_bytes(b"\x00" * 10)
-    with pytest.raises(UserError, match=r"cannot read .*batch00001\.mat as a MATLAB"):
+    with pytest.raises(INPUT_ERRORS, match=r"cannot read .*batch00001\.mat as a MATLAB"):
         MultiDigitMNIST(tmp_path, "train")
 
     monkeypatch.setitem(sys.modules, "scipy", None)  # as if scipy were not installed
     monkeypatch.setitem(sys.modules, "scipy.io", None)
-    with pytest.raises(UserError, match=r"batch00001\.mat needs scipy.*pip install scipy"):
+    with pytest.raises(INPUT_ERRORS, match=r"batch00001\.mat needs scipy.*pip install scipy"):
         MultiDigitMNIST(tmp_path, "train")
 
 
@@ -198,7 +198,7 @@ def test_download_offline_says_how_to_fetch_by_hand(tmp_path, monkeypatch):
         raise RuntimeError("Error downloading t10k-images-idx3-ubyte.gz:\nTried ...")
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
-    with pytest.raises(UserError, match=r"could not download MNIST into .*MNIST/raw .*ossci-datasets"):
+    with pytest.raises(INPUT_ERRORS, match=r"could not download MNIST into .*MNIST/raw .*ossci-datasets"):
         MultiDigitMNIST(tmp_path, download=True)
 
     def fake_download(root, train, download):
@@ -211,28 +211,28 @@ def test_download_offline_says_how_to_fetch_by_hand(tmp_path, monkeypatch):
 
 
 def test_errors_name_the_path_and_what_was_expected(tmp_path):
-    with pytest.raises(UserError, match=r"no multi-digit MNIST data in .*nowhere.*batchNNNNN\.mat.*t10k-images-idx3"):
+    with pytest.raises(INPUT_ERRORS, match=r"no multi-digit MNIST data in .*nowhere.*batchNNNNN\.mat.*t10k-images-idx3"):
         MultiDigitMNIST(tmp_path / "nowhere")
-    with pytest.raises(UserError, match=r"split must be 'train' or 'test'.*'val'"):
+    with pytest.raises(INPUT_ERRORS, match=r"split must be 'train' or 'test'.*'val'"):
         MultiDigitMNIST(tmp_path, "val")
 
     images, labels = square_digits(10)
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
-    with pytest.raises(UserError, match=r"holds t10k-images-idx3-ubyte.gz but not t10k-labels-idx1-ubyte"):
+    with pytest.raises(INPUT_ERRORS, match=r"holds t10k-images-idx3-ubyte.gz but not t10k-labels-idx1-ubyte"):
         MultiDigitMNIST(tmp_path)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels[:9])
-    with pytest.raises(UserError, match=r"holds 10 digits but .*t10k-labels-idx1-ubyte.gz holds 9 labels"):
+    with pytest.raises(INPUT_ERRORS, match=r"holds 10 digits but .*t10k-labels-idx1-ubyte.gz holds 9 labels"):
         MultiDigitMNIST(tmp_path)
 
     gz = tmp_path / "t10k-labels-idx1-ubyte.gz"
     gzip.open(gz, "wb").write(b"\x00\x00\x0d\x01" + b"\x00" * 12)  # type 0x0d = float, not MNIST
-    with pytest.raises(UserError, match=r"t10k-labels-idx1-ubyte.gz is not an MNIST idx file"):
+    with pytest.raises(INPUT_ERRORS, match=r"t10k-labels-idx1-ubyte.gz is not an MNIST idx file"):
         MultiDigitMNIST(tmp_path)
     gzip.open(gz, "wb").write(b"\x00\x00\x08\x01\x00\x00\x00\x0a" + b"\x00" * 9)  # says 10, holds 9
-    with pytest.raises(UserError, match=r"t10k-labels-idx1-ubyte.gz is truncated or corrupt"):
+    with pytest.raises(INPUT_ERRORS, match=r"t10k-labels-idx1-ubyte.gz is truncated or corrupt"):
         MultiDigitMNIST(tmp_path)
     gz.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x0a" + b"\x00" * 10)[:-6])  # cut gzip stream
-    with pytest.raises(UserError, match=r"cannot read .*t10k-labels-idx1-ubyte.gz"):
+    with pytest.raises(INPUT_ERRORS, match=r"cannot read .*t10k-labels-idx1-ubyte.gz"):
         MultiDigitMNIST(tmp_path)
 
 

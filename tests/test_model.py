@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from segnet.errors import UserError
+from segnet.errors import INPUT_ERRORS
 from segnet.model import SPECS, SegNet, load_vgg16_encoder, mc_dropout, num_parameters
 
 
@@ -127,10 +127,10 @@ def test_vgg_transfer_is_exact(tmp_path, arch):
 def test_vgg_wrong_shape_names_the_layer():
     state = torchvision.models.vgg16(weights=None).state_dict()
     state["features.10.weight"] = torch.zeros(256, 64, 3, 3)
-    with pytest.raises(UserError, match=r"features\.10.*encoder conv 5"):
+    with pytest.raises(INPUT_ERRORS, match=r"features\.10.*encoder conv 5"):
         load_vgg16_encoder(SegNet(num_classes=11), state)
     del state["features.10.weight"]
-    with pytest.raises(UserError, match="expected 13 conv layers, found 12"):
+    with pytest.raises(INPUT_ERRORS, match="expected 13 conv layers, found 12"):
         load_vgg16_encoder(SegNet(num_classes=11), state)
 
 
@@ -138,17 +138,17 @@ def test_vgg_offline_message(monkeypatch, tmp_path):
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(UserError) as e:
+    with pytest.raises(INPUT_ERRORS) as e:
         load_vgg16_encoder(SegNet(num_classes=11), "vgg16")
     msg = str(e.value)
     assert "vgg16-397923af.pth" in msg and "--init_encoder=none" in msg and "--init_encoder=PATH" in msg
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(INPUT_ERRORS, match="not found"):
         load_vgg16_encoder(SegNet(num_classes=11), str(tmp_path / "missing.pth"))
 
 
 def test_specs_are_data():
     assert set(SPECS) >= {"segnet", "segnet_lite"}
-    with pytest.raises(UserError, match="unknown model spec"):
+    with pytest.raises(INPUT_ERRORS, match="unknown model spec"):
         SegNet(spec="segnet_xl")
 
 

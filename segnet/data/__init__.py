@@ -1,8 +1,9 @@
-"""Data sets: CamVid (both layouts) and multi-digit MNIST.
+"""Data sets: CamVid (both layouts) and multi-digit MNIST; evaluation's views of them.
 
-    python -m segnet.data download [--layout tutorial|original] [--root data/CamVid]
+    python -m segnet.data download [--layout=tutorial|original] [--root=data/CamVid]
 """
-from .camvid import CamVid, VOID
+from .camvid import SPLITS, VOID, CamVid
+from .evaluation import ImageFolder, Labelled, collate
 from .mnist import MultiDigitMNIST
 
-__all__ = ["CamVid", "MultiDigitMNIST", "VOID"]
+__all__ = ["CamVid", "MultiDigitMNIST", "VOID", "SPLITS", "Labelled", "ImageFolder", "collate"]

