@@ -9,6 +9,7 @@ import pathlib
 import torch
 
 CHECKPOINT_KIND = "segnet-checkpoint-v1"
+WEIGHTS_KIND = "segnet-weights-v1"  # shipped weights (segnet/weights.py): model, config, class names only
 
 
 def save_checkpoint(path, checkpoint):
@@ -19,9 +20,10 @@ def save_checkpoint(path, checkpoint):
     os.replace(tmp, path)
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """A checkpoint written by save_checkpoint. FileNotFoundError if there is no such file,
-    ValueError if it is not one of ours (corrupt, another format, another program's)."""
+def load_checkpoint(path, map_location="cpu", kinds=(CHECKPOINT_KIND,)):
+    """A checkpoint written by save_checkpoint (or, where `kinds` allows, a weights file).
+    FileNotFoundError if there is no such file, ValueError if it is not one of ours (corrupt,
+    another format, another program's, or a weights file where training state is needed)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
@@ -30,7 +32,10 @@ def load_checkpoint(path, map_location="cpu"):
     except Exception as e:  # torch's own message is long and about its unpickler, not the file
         raise ValueError(f"checkpoint {path} cannot be read ({e.__class__.__name__}): it is corrupt or not a "
                          f"PyTorch file; expected last.pt or best.pt written by Train_SegNet.py") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
+    if isinstance(ckpt, dict) and ckpt.get("kind") == WEIGHTS_KIND and WEIGHTS_KIND not in kinds:
+        raise ValueError(f"{path} is a weights file (model only, no optimizer state): it can be evaluated "
+                         f"or exported, not resumed; resume from a training run's last.pt")
+    if not isinstance(ckpt, dict) or ckpt.get("kind") not in kinds:
         raise ValueError(f"{path} is not a SegNet checkpoint of this repo (expected a dict with "
                          f"kind={CHECKPOINT_KIND!r}, written by Train_SegNet.py)")
     return ckpt
@@ -45,11 +50,12 @@ def _fit(path, load):
 
 
 def model_from_checkpoint(path, ckpt=None):
-    """The model a checkpoint describes (its own config), with its weights, on the CPU in eval mode,
-    and the checkpoint dict. `ckpt`: the dict if already loaded from `path`. Evaluation, resume and
-    export all come through here, so a checkpoint that does not fit says so in one way."""
+    """The model a checkpoint (or a shipped weights file) describes (its own config), with its
+    weights in fp32, on the CPU in eval mode, and the checkpoint dict. `ckpt`: the dict if already
+    loaded from `path`. Evaluation, resume and export all come through here, so a checkpoint that
+    does not fit says so in one way."""
     from .build import build_model
-    ckpt = load_checkpoint(path) if ckpt is None else ckpt
+    ckpt = load_checkpoint(path, kinds=(CHECKPOINT_KIND, WEIGHTS_KIND)) if ckpt is None else ckpt
     model = build_model(ckpt["config"], init=False)
     _fit(path, lambda: model.load_state_dict(ckpt["model"]))
     return model.eval(), ckpt

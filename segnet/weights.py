@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-WEIGHTS_KIND = "segnet-weights-v1"
+from .checkpoint import WEIGHTS_KIND, load_checkpoint, model_from_checkpoint
 
 
 def weights_from_checkpoint(ckpt, dtype=torch.float16, source=""):
@@ -44,31 +44,21 @@ def sha256(path):
     return h.hexdigest()
 
 
-def model_from_weights(weights, **kw):
-    """A SegNet in fp32 and eval mode with the weights loaded; `model.class_names` and
-    `model.normalize` (the input the weights expect) are set from the file."""
-    from .model import SegNet
-    config = weights["config"]
-    model = SegNet(config["num_classes"], 3, spec=config["model"], **{"bayesian": config.get("bayesian", False),
-                                                                       "dropout": config.get("dropout", 0.5), **kw})
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights["model"].items()})
-    model.class_names, model.normalize = list(weights["class_names"]), config["normalize"]
-    return model.eval()
-
-
 def load_weights_file(path, **kw):
-    """(model, weights dict) from a weights file written by this module."""
-    weights = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(weights, dict) or weights.get("kind") != WEIGHTS_KIND:
-        raise ValueError(f"{path} is not a SegNet weights file (expected kind={WEIGHTS_KIND!r}, "
-                         f"written by python -m segnet.weights)")
-    return model_from_weights(weights, **kw), weights
+    """(model, weights dict) from a weights file written by this module (or a training checkpoint):
+    a SegNet in fp32 and eval mode; `model.class_names` and `model.normalize` (the input the
+    weights expect) are set from the file. `kw` overrides the stored config (e.g. bayesian=True)."""
+    weights = load_checkpoint(path, kinds=(WEIGHTS_KIND,))
+    if kw:
+        weights = {**weights, "config": {**weights["config"], **kw}}
+    model, weights = model_from_checkpoint(path, weights)
+    model.class_names, model.normalize = list(weights["class_names"]), weights["config"]["normalize"]
+    return model, weights
 
 
 def main(argv=None):
     from .config import parse_overrides
-    from .engine import load_checkpoint
-    from .errors import UserError
+    from .errors import UserError, user_errors
     argv = sys.argv[1:] if argv is None else argv
     defaults = {"out": "", "dtype": "float16"}
     if {"-h", "--help"} & set(argv):
@@ -81,7 +71,8 @@ def main(argv=None):
                            choices={"dtype": ("float16", "float32")})
     if not args["out"]:
         raise UserError("--out=PATH is needed: where to write the weights file")
-    ckpt = load_checkpoint(positional[0])
+    with user_errors():
+        ckpt = load_checkpoint(positional[0])
     weights = weights_from_checkpoint(ckpt, getattr(torch, args["dtype"]),
                                       source=f"{positional[0]} (iteration {ckpt.get('iter')})")
     digest = save_weights(weights, args["out"])

@@ -5,7 +5,6 @@ from PIL import Image
 from helpers import make_tutorial_camvid
 from segnet.data import CamVid
 from segnet.data.check import check_dataset
-from segnet.errors import UserError
 
 
 @pytest.fixture
@@ -21,7 +20,7 @@ def test_a_truncated_png_is_named(camvid):
     bad = camvid / "train" / "f001.png"
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2])  # the header still parses; the data and end marker are gone
-    with pytest.raises(UserError) as e:
+    with pytest.raises(ValueError) as e:
         check_dataset(CamVid(camvid, "train"))
     assert str(bad) in str(e.value) and "corrupt" in str(e.value)
 
@@ -31,19 +30,19 @@ def test_a_flipped_byte_fails_the_checksum(camvid):
     data = bytearray(bad.read_bytes())
     data[60] ^= 0xFF  # inside the first data chunk: the CRC no longer matches
     bad.write_bytes(bytes(data))
-    with pytest.raises(UserError, match="f002.png is corrupt"):
+    with pytest.raises(ValueError, match="f002.png is corrupt"):
         check_dataset(CamVid(camvid, "train"))
 
 
 def test_sizes_must_agree(camvid):
     Image.new("L", (12, 16)).save(camvid / "trainannot" / "f000.png")
-    with pytest.raises(UserError, match=r"f000.png is 24x16 but its label .*f000.png is 12x16"):
+    with pytest.raises(ValueError, match=r"f000.png is 24x16 but its label .*f000.png is 12x16"):
         check_dataset(CamVid(camvid, "train"))
 
 
 def test_a_file_that_is_not_an_image(camvid):
     (camvid / "train" / "f000.png").write_text("not a png")
-    with pytest.raises(UserError, match="f000.png is corrupt or not an image"):
+    with pytest.raises(ValueError, match="f000.png is corrupt or not an image"):
         check_dataset(CamVid(camvid, "train"))
 
 
