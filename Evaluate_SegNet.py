@@ -4,8 +4,11 @@
     python Evaluate_SegNet.py CKPT --split=val --data_root=data/CamVid --out_dir=eval
     python Evaluate_SegNet.py CKPT --mc_samples=8                        # Bayesian SegNet uncertainty
     python Evaluate_SegNet.py CKPT --images=my_photos/ --out_dir=pred    # predict mode, no labels
+    python Evaluate_SegNet.py --predictions=DIR --data_root=data/CamVid  # score mode: any system's PNGs
 
 Classes, data set, input size and normalisation come from the checkpoint's stored config.
+Score mode needs no checkpoint: DIR holds one PNG of class indices per annotation of the split,
+with the annotation's file name (segnet/score.py).
 """
 import json
 import math
@@ -29,10 +32,14 @@ DEFAULTS = {
     "mc_samples": 0,     # > 0: Bayesian SegNet, average N dropout samples and save uncertainty maps
     "images": "",        # predict mode: a folder or file of images without labels
     "collages": 6,       # how many input | ground truth | prediction pictures to write
-    "boundary": True,    # compute BF (Sec. 4), the slowest metric
+    "boundary": True,    # compute BF (Sec. 4, computeBFmeasure.m), the slowest metric
+    "bf_tolerance": False,  # also report the faster many-to-one variant as boundary_f1_tolerance (not the paper's BF)
+    # score mode: score a folder of predicted label PNGs by the paper's rules, without a checkpoint
+    "predictions": "",   # the folder ("" = evaluate a checkpoint)
+    "num_classes": 11,   # score mode only (a checkpoint brings its own)
 }
 CHOICES = {"split": ("train", "val", "test"), "dtype": ("auto", "float32", "bfloat16", "float16")}
-MINIMUMS = {"batch_size": 1, "num_workers": 0, "mc_samples": 0, "collages": 0}
+MINIMUMS = {"batch_size": 1, "num_workers": 0, "mc_samples": 0, "collages": 0, "num_classes": 2}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 # The paper's CamVid rows (11 classes, test split), in percent.
@@ -65,19 +72,23 @@ def main(argv=None):
     from segnet.metrics import BoundaryF1, ConfusionMatrix
     from segnet.model import mc_dropout
     from segnet.transforms import input_to_unit
-    from segnet.visualize import collage, colorize, confusion_matrix_image, default_palette, heatmap
+    from segnet.visualize import collage, colorize, default_palette, heatmap
 
     argv = sys.argv[1:] if argv is None else argv
     if {"-h", "--help"} & set(argv):
         print(f"{__doc__}\noptions (--key=value):\n{format_config(DEFAULTS)}")
         return 0
     positional = [a for a in argv if not a.startswith("--")]
-    if len(positional) != 1:
-        raise UserError("usage: python Evaluate_SegNet.py CHECKPOINT [--key=value ...]; "
-                        f"keys: {', '.join(DEFAULTS)}")
-    ckpt_path = positional[0]
     args = parse_overrides(DEFAULTS, [a for a in argv if a.startswith("--")], presets={}, choices=CHOICES,
                            minimums=MINIMUMS)
+    if args["predictions"]:  # score mode: no checkpoint, no model
+        if positional:
+            raise UserError(f"--predictions scores a folder without a checkpoint; drop {positional[0]}")
+        return score_folder(args)
+    if len(positional) != 1:
+        raise UserError("usage: python Evaluate_SegNet.py CHECKPOINT [--key=value ...] or "
+                        f"python Evaluate_SegNet.py --predictions=DIR [--key=value ...]; keys: {', '.join(DEFAULTS)}")
+    ckpt_path = positional[0]
     ckpt = engine.load_checkpoint(ckpt_path)
     config = dict(ckpt["config"])
     if args["data_root"]:
@@ -123,6 +134,7 @@ def main(argv=None):
 
     cm = ConfusionMatrix(n, device=device)
     bf = BoundaryF1(n, device=device) if args["boundary"] and not predict_mode else None
+    bf_tol = BoundaryF1(n, device=device, method="tolerance") if args["bf_tolerance"] and not predict_mode else None
     mean, std = map(torch.tensor, input_to_unit(config["normalize"]))
     from tqdm import tqdm
     t0, index = time.time(), 0
@@ -142,8 +154,9 @@ def main(argv=None):
                 masks = masks.to(device, non_blocking=True)
                 pred = torch.stack(preds)
                 cm.update(pred, masks)
-                if bf is not None:
-                    bf.update(pred, masks)
+                for metric in (bf, bf_tol):
+                    if metric is not None:
+                        metric.update(pred, masks)
             for b, pred in enumerate(preds):
                 name, pred_np = dataset.name(index), pred.to(torch.uint8).cpu().numpy()
                 pending.append(writer.submit(save_png, out_dir / "predictions" / name, pred_np))
@@ -165,14 +178,26 @@ def main(argv=None):
             p.result()
         except OSError as e:
             raise UserError(f"cannot write a picture into {out_dir}: {e}") from None
+    b, t = (metric.compute() if metric is not None else None for metric in (bf, bf_tol))  # waits for BF's threads
     elapsed = time.time() - t0
     print(f"{index} images in {elapsed:.1f} s ({index / max(elapsed, 1e-9):.2f} img/s) on {device}, "
           f"autocast {str(amp_dtype).replace('torch.', '')}; outputs in {out_dir}")
     if predict_mode:
         return 0
 
-    m = cm.compute()
-    b = bf.compute() if bf is not None else {"boundary_f1": float("nan"), "per_class_boundary_f1": [float("nan")] * n}
+    write_report(cm.compute(), b, t, class_names, out_dir,
+                 {"num_images": index, "split": args["split"], "checkpoint": str(ckpt_path),
+                  "iter": ckpt.get("iter"), "mc_samples": mc},
+                 paper_rows=config["dataset"] == "camvid" and n == 11)
+    return 0
+
+
+def write_report(m, b, t, class_names, out_dir, info, paper_rows):
+    """metrics.json, confusion_matrix.png and the printed table, from the confusion-matrix metrics
+    `m`, the paper's BF `b` and the tolerance variant `t` (BoundaryF1.compute() dicts or None)."""
+    from segnet.visualize import confusion_matrix_image
+    n = len(class_names)
+    b = b or {"boundary_f1": float("nan"), "per_class_boundary_f1": [float("nan")] * n}
     result = {
         "global_accuracy": m["global_accuracy"], "class_average_accuracy": m["class_average_accuracy"],
         "mean_iou": m["mean_iou"], "boundary_f1": nan_to_none(b["boundary_f1"]),
@@ -180,26 +205,56 @@ def main(argv=None):
                              "iou": nan_to_none(m["per_class_iou"][i]),
                              "boundary_f1": nan_to_none(b["per_class_boundary_f1"][i])}
                       for i, name in enumerate(class_names)},
-        "confusion_matrix": m["confusion_matrix"], "num_images": index, "split": args["split"],
-        "checkpoint": str(ckpt_path), "iter": ckpt.get("iter"), "mc_samples": mc,
+        "confusion_matrix": m["confusion_matrix"], **info,
     }
+    if t is not None:  # never under the plain BF key: it is not the paper's BF
+        result["boundary_f1_tolerance"] = nan_to_none(t["boundary_f1_tolerance"])
+        for i, name in enumerate(class_names):
+            result["per_class"][name]["boundary_f1_tolerance"] = nan_to_none(t["per_class_boundary_f1_tolerance"][i])
     with open(out_dir / "metrics.json", "w") as f:
         json.dump(result, f, indent=2)
     confusion_matrix_image(m["confusion_matrix"], class_names).save(out_dir / "confusion_matrix.png")
 
+    split = info["split"]
     width = max(12, max(map(len, class_names)))
-    print(f"\n{'class':<{width}}  accuracy    IoU      BF")
+    print(f"\n{'class':<{width}}  accuracy    IoU      BF" + ("   BF-tol" if t is not None else ""))
     for name in class_names:
         r = result["per_class"][name]
-        print(f"{name:<{width}}  {pct(r['accuracy'])}  {pct(r['iou'])}  {pct(r['boundary_f1'])}")
-    print(f"\n{'':<{width}}      G       C     mIoU     BF")
-    print(f"{'ours (' + args['split'] + ')':<{width}}  {pct(result['global_accuracy'])}  "
-          f"{pct(result['class_average_accuracy'])}  {pct(result['mean_iou'])}  {pct(result['boundary_f1'])}")
-    if config["dataset"] == "camvid" and n == 11:
+        print(f"{name:<{width}}  {pct(r['accuracy'])}  {pct(r['iou'])}  {pct(r['boundary_f1'])}"
+              + (f"  {pct(r['boundary_f1_tolerance'])}" if t is not None else ""))
+    print(f"\n{'':<{width}}      G       C     mIoU     BF" + ("   BF-tol" if t is not None else ""))
+    print(f"{'ours (' + split + ')':<{width}}  {pct(result['global_accuracy'])}  "
+          f"{pct(result['class_average_accuracy'])}  {pct(result['mean_iou'])}  {pct(result['boundary_f1'])}"
+          + (f"  {pct(result['boundary_f1_tolerance'])}" if t is not None else ""))
+    if paper_rows:
         print("paper (CamVid test, 11 classes):")
         for label, g, c, miou, bfv in PAPER_ROWS:
             print(f"  {g:6.2f}  {c:6.2f}  {miou:6.2f}  {'   -  ' if bfv is None else f'{bfv:6.2f}'}   {label}")
+    if t is not None:
+        print("BF-tol: the many-to-one tolerance variant (boundary_f1_tolerance), not the paper's BF")
     print(f"metrics: {out_dir / 'metrics.json'}")
+
+
+def score_folder(args):
+    """Score mode: a folder of predicted label PNGs against the split's annotations, no checkpoint."""
+    from segnet.errors import UserError
+    from segnet.score import score_predictions
+    folder = pathlib.Path(args["predictions"])
+    data_root = args["data_root"] or "data/CamVid"  # Train_SegNet.py's default
+    out_dir = pathlib.Path(args["out_dir"] or folder.with_name(f"{folder.name}-score-{args['split']}"))
+    t0 = time.time()
+    m, b, t, class_names, count = score_predictions(
+        folder, data_root, args["split"], args["num_classes"], boundary=args["boundary"],
+        tolerance=args["bf_tolerance"], num_workers=args["num_workers"], batch_size=args["batch_size"])
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write to --out_dir={out_dir}: {e.strerror}") from None
+    print(f"{count} prediction files scored in {time.time() - t0:.1f} s; outputs in {out_dir}")
+    write_report(m, b, t, class_names, out_dir,
+                 {"num_images": count, "split": args["split"], "checkpoint": None, "predictions": str(folder),
+                  "iter": None, "mc_samples": 0},
+                 paper_rows=args["num_classes"] == 11)
     return 0
 
 
