@@ -4,8 +4,11 @@
     python Evaluate_SegNet.py CKPT --split=val --data_root=data/CamVid --out_dir=eval
     python Evaluate_SegNet.py CKPT --mc_samples=8                        # Bayesian SegNet uncertainty
     python Evaluate_SegNet.py CKPT --images=my_photos/ --out_dir=pred    # predict mode, no labels
+    python Evaluate_SegNet.py --predictions=DIR --data_root=data/CamVid  # score mode: any system's PNGs
 
-Classes, data set, input size and normalisation come from the checkpoint's stored config.
+Classes, data set, input size and normalisation come from the checkpoint's stored config (or a
+shipped weights file's, e.g. weights/segnet_basic_camvid.pt). Score mode needs no checkpoint: DIR
+holds one PNG of class indices per annotation of the split, with the annotation's file name.
 """
 import json
 import math
@@ -23,6 +26,7 @@ from segnet.checkpoint import model_from_checkpoint
 from segnet.config import help_text, parse_overrides, wants_help
 from segnet.data import SPLITS, ImageFolder, Labelled, collate
 from segnet.errors import UserError, read_errors, run_cli, user_errors
+from segnet.report import published_rows, write_results_md
 
 DEFAULTS = {
     "data_root": "",     # "" = the data_root stored in the checkpoint
@@ -35,20 +39,14 @@ DEFAULTS = {
     "mc_samples": 0,     # > 0: Bayesian SegNet, average N dropout samples and save uncertainty maps
     "images": "",        # predict mode: a folder or file of images without labels
     "collages": 6,       # how many input | ground truth | prediction pictures to write
-    "boundary": True,    # compute BF (Sec. 4), the slowest metric
+    "boundary": True,    # compute BF (Sec. 4, computeBFmeasure.m: one-to-one boundary matching), the slowest metric
+    "bf_tolerance": False,  # also report the faster many-to-one variant as boundary_f1_tolerance (not the paper's BF)
+    # score mode: score a folder of predicted label PNGs by the paper's rules, without a checkpoint
+    "predictions": "",   # the folder ("" = evaluate a checkpoint)
+    "num_classes": 11,   # score mode only (a checkpoint brings its own)
 }
 CHOICES = {"split": SPLITS, "dtype": runtime.DTYPE_CHOICES}
-MINIMUMS = {"batch_size": 1, "num_workers": 0, "mc_samples": 0, "collages": 0}
-
-# The paper's CamVid rows (11 classes, test split), in percent.
-PAPER_ROWS = [
-    ("SegNet, TPAMI 2017 Table 3 (3.5K road images, >80K iterations)", 90.40, 71.20, 60.10, 46.84),
-    ("SegNet trained on CamVid alone (SegNet-Tutorial)", 88.6, 65.9, 50.2, None),
-    ("Bayesian SegNet (Kendall et al. 2015, CamVid)", 86.9, 76.3, 63.1, None),
-]
-
-
-
+MINIMUMS = {"batch_size": 1, "num_workers": 0, "mc_samples": 0, "collages": 0, "num_classes": 2}
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
@@ -57,6 +55,9 @@ def main(argv=None):
         return 0
     with user_errors():
         ckpt_path, args = parse_command_line(argv)
+    if args["predictions"]:
+        return score_folder(args)
+    with user_errors():
         model, ckpt = model_from_checkpoint(ckpt_path)
         config = {**ckpt["config"], **({"data_root": args["data_root"]} if args["data_root"] else {})}
         rt = runtime.setup(args["device"], args["dtype"], config.get("channels_last", False))
@@ -78,31 +79,70 @@ def main(argv=None):
             bar.update(len(batch.preds))
         m = engine.evaluate(model, loader, config["num_classes"], rt.device, rt.dtype, rt.channels_last,
                             boundary=args["boundary"] and not predict_mode, mc_samples=args["mc_samples"],
-                            on_batch=on_batch)
+                            on_batch=on_batch, bf_tolerance=args["bf_tolerance"] and not predict_mode)
     pictures.close()
     elapsed = time.time() - t0
     print(f"{m['num_images']} images in {elapsed:.1f} s ({m['num_images'] / max(elapsed, 1e-9):.2f} img/s) on "
           f"{rt.device}, autocast {rt.dtype_name}; outputs in {out_dir}")
     if predict_mode:
         return 0
-    result = metrics_json(m, list(ckpt["class_names"]), args, ckpt_path, ckpt)
-    with open(out_dir / "metrics.json", "w") as f:
-        json.dump(result, f, indent=2)
-    from segnet.visualize import confusion_matrix_image
-    confusion_matrix_image(m["confusion_matrix"], list(ckpt["class_names"])).save(out_dir / "confusion_matrix.png")
-    print_table(result, list(ckpt["class_names"]), config, args["split"])
-    print(f"metrics: {out_dir / 'metrics.json'}")
+    source = {"checkpoint": str(ckpt_path), "iter": ckpt.get("iter"), "mc_samples": args["mc_samples"]}
+    result = write_report(m, list(ckpt["class_names"]), args["split"], out_dir, source, published_rows(config))
+    write_results_md(out_dir / "results.md", result, config, "python Evaluate_SegNet.py " + " ".join(argv),
+                     runtime.hardware_line(rt.device), elapsed)
+    print(f"results card: {out_dir / 'results.md'}")
     return 0
 
 
 def parse_command_line(argv):
     positional = [a for a in argv if not a.startswith("--")]
-    if len(positional) != 1:
-        raise UserError("usage: python Evaluate_SegNet.py CHECKPOINT [--key=value ...]; "
-                        f"keys: {', '.join(DEFAULTS)}")
     args = parse_overrides(DEFAULTS, [a for a in argv if a.startswith("--")], presets={}, choices=CHOICES,
                            minimums=MINIMUMS)
+    if args["predictions"]:
+        if positional:
+            raise UserError(f"--predictions scores a folder without a checkpoint; drop {positional[0]}")
+        return None, args
+    if len(positional) != 1:
+        raise UserError("usage: python Evaluate_SegNet.py CHECKPOINT [--key=value ...] or python "
+                        f"Evaluate_SegNet.py --predictions=DIR [--key=value ...]; keys: {', '.join(DEFAULTS)}")
     return positional[0], args
+
+
+def score_folder(args):
+    """Score mode: a folder of predicted label PNGs against the split's annotations, no checkpoint."""
+    from segnet.score import PredictionPairs, score_pairs
+    folder = pathlib.Path(args["predictions"])
+    data_root = args["data_root"] or "data/CamVid"  # Train_SegNet.py's default
+    out_dir = pathlib.Path(args["out_dir"] or folder.with_name(f"{folder.name}-score-{args['split']}"))
+    t0 = time.time()
+    with user_errors():
+        pairs = PredictionPairs(folder, data_root, args["split"], args["num_classes"])
+    with user_errors(), tqdm(total=len(pairs), unit="img", desc=f"score {args['split']}") as bar:
+        m = score_pairs(pairs, boundary=args["boundary"], tolerance=args["bf_tolerance"],
+                        num_workers=args["num_workers"], batch_size=args["batch_size"],
+                        on_batch=lambda batch, first: bar.update(len(batch.preds)))
+    class_names = pairs.class_names
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write to --out_dir={out_dir}: {e.strerror}") from None
+    print(f"{m['num_images']} prediction files scored in {time.time() - t0:.1f} s; outputs in {out_dir}")
+    source = {"checkpoint": None, "predictions": str(folder), "iter": None, "mc_samples": 0}
+    write_report(m, class_names, args["split"], out_dir, source,
+                 published_rows({"dataset": "camvid", "num_classes": args["num_classes"], "model": "segnet"}))
+    return 0
+
+
+def write_report(m, class_names, split, out_dir, source, rows):
+    """metrics.json, confusion_matrix.png and the printed table (a checkpoint's or score mode's)."""
+    from segnet.visualize import confusion_matrix_image
+    result = metrics_json(m, class_names, split, source)
+    with open(out_dir / "metrics.json", "w") as f:
+        json.dump(result, f, indent=2)
+    confusion_matrix_image(m["confusion_matrix"], class_names).save(out_dir / "confusion_matrix.png")
+    print_table(result, class_names, split, rows)
+    print(f"metrics: {out_dir / 'metrics.json'}")
+    return result
 
 
 def make_out_dir(args, ckpt_path, predict_mode):
@@ -182,35 +222,45 @@ def pct(x):
     return "   -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:6.2f}"
 
 
-def metrics_json(m, class_names, args, ckpt_path, ckpt):
-    """metrics.json: G, C, mIoU, BF, per class, the confusion matrix and where they come from."""
+def metrics_json(m, class_names, split, source):
+    """metrics.json: G, C, mIoU, BF, per class, the confusion matrix and where they come from
+    (`source`: checkpoint, iter, mc_samples; or predictions in score mode)."""
     n = len(class_names)
     bf, bf_per_class = m.get("boundary_f1", float("nan")), m.get("per_class_boundary_f1", [float("nan")] * n)
-    return {
+    result = {
         "global_accuracy": m["global_accuracy"], "class_average_accuracy": m["class_average_accuracy"],
         "mean_iou": m["mean_iou"], "boundary_f1": nan_to_none(bf),
         "per_class": {name: {"accuracy": nan_to_none(m["per_class_accuracy"][i]),
                              "iou": nan_to_none(m["per_class_iou"][i]),
                              "boundary_f1": nan_to_none(bf_per_class[i])}
                       for i, name in enumerate(class_names)},
-        "confusion_matrix": m["confusion_matrix"], "num_images": m["num_images"], "split": args["split"],
-        "checkpoint": str(ckpt_path), "iter": ckpt.get("iter"), "mc_samples": args["mc_samples"],
+        "confusion_matrix": m["confusion_matrix"], "num_images": m["num_images"], "split": split, **source,
     }
+    if "boundary_f1_tolerance" in m:  # never under the plain BF key: it is not the paper's BF
+        result["boundary_f1_tolerance"] = nan_to_none(m["boundary_f1_tolerance"])
+        for i, name in enumerate(class_names):
+            result["per_class"][name]["boundary_f1_tolerance"] = nan_to_none(m["per_class_boundary_f1_tolerance"][i])
+    return result
 
 
-def print_table(result, class_names, config, split):
-    """Per-class accuracy / IoU / BF, then G, C, mIoU, BF beside the paper's rows (CamVid-11)."""
+def print_table(result, class_names, split, rows):
+    """Per-class accuracy / IoU / BF, then G, C, mIoU, BF beside the published `rows` (percent)."""
+    tol = "boundary_f1_tolerance" in result
     width = max(12, max(map(len, class_names)))
-    print(f"\n{'class':<{width}}  accuracy    IoU      BF")
+    print(f"\n{'class':<{width}}  accuracy    IoU      BF" + ("   BF-tol" if tol else ""))
     for name in class_names:
         r = result["per_class"][name]
-        print(f"{name:<{width}}  {pct(r['accuracy'])}  {pct(r['iou'])}  {pct(r['boundary_f1'])}")
-    print(f"\n{'':<{width}}      G       C     mIoU     BF")
+        print(f"{name:<{width}}  {pct(r['accuracy'])}  {pct(r['iou'])}  {pct(r['boundary_f1'])}"
+              + (f"  {pct(r['boundary_f1_tolerance'])}" if tol else ""))
+    print(f"\n{'':<{width}}      G       C     mIoU     BF" + ("   BF-tol" if tol else ""))
     print(f"{'ours (' + split + ')':<{width}}  {pct(result['global_accuracy'])}  "
-          f"{pct(result['class_average_accuracy'])}  {pct(result['mean_iou'])}  {pct(result['boundary_f1'])}")
-    if config["dataset"] == "camvid" and len(class_names) == 11:
-        print("paper (CamVid test, 11 classes):")
-        for label, g, c, miou, bfv in PAPER_ROWS:
+          f"{pct(result['class_average_accuracy'])}  {pct(result['mean_iou'])}  {pct(result['boundary_f1'])}"
+          + (f"  {pct(result['boundary_f1_tolerance'])}" if tol else ""))
+    if tol:
+        print("BF-tol: the many-to-one tolerance variant (boundary_f1_tolerance), not the paper's BF")
+    if rows:
+        print("published (CamVid test, 11 classes):")
+        for label, g, c, miou, bfv in rows:
             print(f"  {g:6.2f}  {c:6.2f}  {miou:6.2f}  {'   -  ' if bfv is None else f'{bfv:6.2f}'}   {label}")
 
 

@@ -19,7 +19,6 @@ The paper's Table 6 (Caffe, 2015 GPU) is printed beside our figures.
 import json
 import os
 import pathlib
-import platform
 import re
 import subprocess
 import sys
@@ -135,27 +134,6 @@ def _child(job):
 
 
 # -- machine and output -------------------------------------------------------------------------
-def describe_machine(device):
-    cpu_model, flags = platform.processor() or platform.machine(), []
-    try:
-        lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-        elif line.startswith("flags"):
-            have = set(line.split(":", 1)[1].split())
-            flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in have]
-            break
-    from .runtime import cpu_has_native_bf16
-    return {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model,
-            "cpu_model": cpu_model, "cpu_flags": flags, "cpu_count": os.cpu_count(),
-            "threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_native_bf16(),
-            "cuda": torch.version.cuda if device.type == "cuda" else None}
-
-
 def _fmt(x, spec=".2f", missing="-"):
     return missing if x is None else format(x, spec)
 
@@ -316,7 +294,7 @@ def main(argv=None):
     default_mode = default_dtype + ("_cl" if defaults["channels_last"] else "")
 
     res = {"schema": SCHEMA, "command": ["python", "-m", "segnet.bench"] + list(sys.argv[1:] if argv is None else argv),
-           "machine": describe_machine(device),
+           "machine": runtime.describe_machine(device),
            "settings": {"device": str(device), "batch_size": args["batch_size"], "height": args["height"],
                         "width": args["width"], "iters": args["iters"], "warmup": args["warmup"], "modes": modes,
                         "compile": args["compile"], "matmul_size": args["matmul_size"]},

@@ -249,44 +249,50 @@ def model_predictions(model, loader, device, dtype, channels_last=False, mc_samp
 
 
 @torch.inference_mode()
-def score(batches, num_classes, device, boundary=False, on_batch=None):
-    """The one evaluation loop: a streaming confusion matrix (and BF with `boundary`) over
-    `batches` of predictions from any source (model_predictions, or files), all ranks together
-    under torch.distributed. `on_batch(batch, first_index)` sees every batch (to write pictures).
+def score(batches, num_classes, device, boundary=False, on_batch=None, bf_tolerance=False):
+    """The one evaluation loop: a streaming confusion matrix (and the paper's BF with `boundary`,
+    the tolerance variant with `bf_tolerance`) over `batches` of predictions from any source
+    (model_predictions, or files: segnet.score), all ranks together under torch.distributed.
+    `on_batch(batch, first_index)` sees every batch (to write pictures).
 
     Returns the confusion-matrix metrics, `boundary_f1` and `per_class_boundary_f1` with
-    `boundary`, and `num_images`; only `num_images` when no batch had labels."""
+    `boundary` (`..._tolerance` with `bf_tolerance`), and `num_images`; only `num_images` when no
+    batch had labels."""
     from .metrics import BoundaryF1, ConfusionMatrix
     cm = ConfusionMatrix(num_classes, device=device)
-    bf = BoundaryF1(num_classes, device=device) if boundary else None
+    bfs = ([BoundaryF1(num_classes, device=device)] if boundary else []) + \
+        ([BoundaryF1(num_classes, device=device, method="tolerance")] if bf_tolerance else [])
     n, labelled = 0, False
     try:
         for batch in batches:
             if batch.masks is not None:
                 pred = torch.stack(batch.preds)
                 cm.update(pred, batch.masks)
-                if bf is not None:
+                for bf in bfs:  # the paper's BF queues the maps to CPU threads and returns
                     bf.update(pred, batch.masks)
                 labelled = True
             if on_batch is not None:
                 on_batch(batch, n)
             n += len(batch.preds)
+        if not labelled:
+            return {"num_images": n}
+        cm.all_reduce()
+        metrics = cm.compute()
+        for bf in bfs:
+            bf.all_reduce()
+            metrics.update(bf.compute())
+        return {**metrics, "num_images": n}
     finally:
         getattr(batches, "close", lambda: None)()  # a generator source restores its model now
-    if not labelled:
-        return {"num_images": n}
-    cm.all_reduce()
-    metrics = cm.compute()
-    if bf is not None:
-        metrics.update(bf.compute())
-    return {**metrics, "num_images": n}
+        for bf in bfs:
+            bf.close()
 
 
 def evaluate(model, loader, num_classes, device, dtype, channels_last=False, boundary=False, mc_samples=0,
-             on_batch=None):
+             on_batch=None, bf_tolerance=False):
     """`model` scored over `loader` (training's validation and Evaluate_SegNet.py)."""
     return score(model_predictions(model, loader, device, dtype, channels_last, mc_samples),
-                 num_classes, device, boundary, on_batch)
+                 num_classes, device, boundary, on_batch, bf_tolerance)
 
 
 @torch.no_grad()

@@ -8,6 +8,8 @@ processes. One setup for training, evaluation and the benchmark.
 """
 import dataclasses
 import os
+import pathlib
+import platform
 
 import torch
 
@@ -117,6 +119,36 @@ def setup(device="auto", dtype="auto", channels_last=False, distributed=False):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return Runtime(dev, amp_dtype, scaler, bool(channels_last), rank, local_rank, world)
+
+
+def describe_machine(device):
+    """What a reported figure ran on: torch, the CPU model and its ISA flags, the GPU's name."""
+    cpu_model, flags = platform.processor() or platform.machine(), []
+    try:
+        lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        if line.startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in have]
+            break
+    return {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model,
+            "cpu_model": cpu_model, "cpu_flags": flags, "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(), "cpu_native_bf16": cpu_has_native_bf16(),
+            "cuda": torch.version.cuda if device.type == "cuda" else None}
+
+
+def hardware_line(device):
+    """One line for a report, e.g. "CPU AMD EPYC (2 cores; avx2; no native bf16), torch 2.14.1"."""
+    m = describe_machine(device)
+    if device.type == "cuda":
+        return f"GPU {m['device_name']} (CUDA {m['cuda']}), torch {m['torch']}"
+    bf16 = "native bf16" if m["cpu_native_bf16"] else "no native bf16"
+    return f"CPU {m['cpu_model']} ({m['cpu_count']} cores; {', '.join(m['cpu_flags']) or 'no AVX2'}; {bf16}), torch {m['torch']}"
 
 
 def rng_state(device):

@@ -64,3 +64,35 @@ def test_pretrained_entry_point_loads_the_shipped_file(weights_file, monkeypatch
         assert model(torch.rand(1, 3, 24, 40) * 255).shape == (1, 11, 24, 40)
     with pytest.raises(ValueError, match="predict 11 classes, not num_classes=5"):
         hubconf.segnet_basic(num_classes=5, pretrained=True)
+
+
+def test_a_weights_file_evaluates_like_a_checkpoint_and_writes_the_results_card(weights_file, tmp_path):
+    import json
+
+    import Evaluate_SegNet
+    ckpt_path, path = weights_file
+    camvid = ckpt_path.parent.parent / "CamVid"
+    fp32 = tmp_path / "fp32.pt"
+    assert weights_main([str(ckpt_path), f"--out={fp32}", "--dtype=float32"]) == 0
+    out = {}
+    for name, src in (("ckpt", ckpt_path), ("weights", path), ("weights32", fp32)):
+        assert Evaluate_SegNet.main([str(src), f"--data_root={camvid}", f"--out_dir={tmp_path / name}",
+                                     "--num_workers=0", "--dtype=float32"]) == 0
+        out[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    # fp32 weights: the checkpoint's predictions exactly; fp16: close (this barely trained model has
+    # near-ties that rounding flips; the shipped model's metrics are checked in the README's table)
+    assert out["weights32"]["confusion_matrix"] == out["ckpt"]["confusion_matrix"]
+    assert abs(out["weights"]["global_accuracy"] - out["ckpt"]["global_accuracy"]) < 0.05
+    card = (tmp_path / "weights" / "results.md").read_text()
+    assert "| **ours**: segnet_basic, 24x40 input, iteration 2" in card
+    assert "| SegNet-Basic, TPAMI 2017 Table 1 (median frequency balancing) | 82.70 | 62.00 | 47.70 | 35.78 |" in card
+    assert "chainercv" in card and "python Evaluate_SegNet.py" in card
+
+
+def test_resuming_from_a_weights_file_is_one_line(weights_file):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "Train_SegNet.py", f"--resume={weights_file[1]}"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "is a weights file (model only, no optimizer state)" in r.stderr and "Traceback" not in r.stderr
