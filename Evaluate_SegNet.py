@@ -4,6 +4,7 @@
     python Evaluate_SegNet.py CKPT --split=val --data_root=data/CamVid --out_dir=eval
     python Evaluate_SegNet.py CKPT --mc_samples=8                        # Bayesian SegNet uncertainty
     python Evaluate_SegNet.py CKPT --images=my_photos/ --out_dir=pred    # predict mode, no labels
+    python Evaluate_SegNet.py CKPT --video=drive.mp4 --out=drive_seg.mp4  # video (or --video=0: webcam)
 
 Classes, data set, input size and normalisation come from the checkpoint's stored config.
 """
@@ -30,6 +31,10 @@ DEFAULTS = {
     "images": "",        # predict mode: a folder or file of images without labels
     "collages": 6,       # how many input | ground truth | prediction pictures to write
     "boundary": True,    # compute BF (Sec. 4), the slowest metric
+    # video mode (segnet/video.py, needs PyAV): one output video instead of metrics and pictures
+    "video": "",         # a video file, or a webcam index (0, 1, ...)
+    "out": "",           # the output video; "" = <checkpoint folder>/video/<input name>.mp4
+    "side_by_side": False,  # frame | prediction colours, instead of the colours over the frame
 }
 CHOICES = {"split": ("train", "val", "test"), "dtype": ("auto", "float32", "bfloat16", "float16")}
 MINIMUMS = {"batch_size": 1, "num_workers": 0, "mc_samples": 0, "collages": 0}
@@ -99,6 +104,11 @@ def main(argv=None):
     mc = args["mc_samples"]
     if mc > 0 and mc_dropout(model, True) == 0:
         print("note: this model has no dropout (trained with bayesian=false): all MC samples are the same")
+
+    if args["video"]:
+        return video_mode(args, ckpt_path, model, config, class_names, device, amp_dtype)
+    if args["out"] or args["side_by_side"]:
+        raise UserError("--out and --side_by_side belong to --video=IN; metrics and pictures go to --out_dir")
 
     predict_mode = bool(args["images"])
     out_dir = pathlib.Path(args["out_dir"] or pathlib.Path(ckpt_path).parent /
@@ -200,6 +210,23 @@ def main(argv=None):
         for label, g, c, miou, bfv in PAPER_ROWS:
             print(f"  {g:6.2f}  {c:6.2f}  {miou:6.2f}  {'   -  ' if bfv is None else f'{bfv:6.2f}'}   {label}")
     print(f"metrics: {out_dir / 'metrics.json'}")
+    return 0
+
+
+def video_mode(args, ckpt_path, model, config, class_names, device, amp_dtype):
+    """--video=IN: segment a video file or a webcam into one video (segnet/video.py)."""
+    from segnet.export import palette_for
+    from segnet.video import segment_video
+    name = f"webcam{args['video']}" if args["video"].isdigit() else pathlib.Path(args["video"]).stem
+    out = pathlib.Path(args["out"] or pathlib.Path(args["out_dir"] or pathlib.Path(ckpt_path).parent / "video")
+                       / f"{name}.mp4")
+    if not args["out"]:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    r = segment_video(model, args["video"], out, config["height"], config["width"], config["normalize"],
+                      [tuple(c) for c in palette_for(config, class_names)], device, amp_dtype,
+                      side_by_side=args["side_by_side"], channels_last=config.get("channels_last", False))
+    print(f"{r['frames']} frames in {r['seconds']:.1f} s ({r['fps']:.2f} frames/s) on {device}, "
+          f"autocast {str(amp_dtype).replace('torch.', '')}; video in {out}")
     return 0
 
 
