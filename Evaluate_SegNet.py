@@ -5,6 +5,7 @@
     python Evaluate_SegNet.py CKPT --mc_samples=8                        # Bayesian SegNet uncertainty
     python Evaluate_SegNet.py CKPT --images=my_photos/ --out_dir=pred    # predict mode, no labels
     python Evaluate_SegNet.py --predictions=DIR --data_root=data/CamVid  # score mode: any system's PNGs
+    python Evaluate_SegNet.py CKPT --video=drive.mp4 --out=drive_seg.mp4  # video (or --video=0: webcam)
 
 Classes, data set, input size and normalisation come from the checkpoint's stored config (or a
 shipped weights file's, e.g. weights/segnet_basic_camvid.pt). Score mode needs no checkpoint: DIR
@@ -44,6 +45,10 @@ DEFAULTS = {
     # score mode: score a folder of predicted label PNGs by the paper's rules, without a checkpoint
     "predictions": "",   # the folder ("" = evaluate a checkpoint)
     "num_classes": 11,   # score mode only (a checkpoint brings its own)
+    # video mode (segnet/video.py, needs PyAV): one output video instead of metrics and pictures
+    "video": "",         # a video file, or a webcam index (0, 1, ...)
+    "out": "",           # the output video; "" = <checkpoint folder>/video/<input name>.mp4
+    "side_by_side": False,  # frame | prediction colours, instead of the colours over the frame
 }
 CHOICES = {"split": SPLITS, "dtype": runtime.DTYPE_CHOICES}
 MINIMUMS = {"batch_size": 1, "num_workers": 0, "mc_samples": 0, "collages": 0, "num_classes": 2}
@@ -62,6 +67,9 @@ def main(argv=None):
         config = {**ckpt["config"], **({"data_root": args["data_root"]} if args["data_root"] else {})}
         rt = runtime.setup(args["device"], args["dtype"], config.get("channels_last", False))
         model = rt.place(model)
+    if args["video"]:
+        return video_mode(args, ckpt_path, model, ckpt, rt)
+    with user_errors():
         predict_mode = bool(args["images"])
         out_dir = make_out_dir(args, ckpt_path, predict_mode)
         dataset = make_dataset(args, config, list(ckpt["class_names"]), ckpt_path, predict_mode)
@@ -105,7 +113,28 @@ def parse_command_line(argv):
     if len(positional) != 1:
         raise UserError("usage: python Evaluate_SegNet.py CHECKPOINT [--key=value ...] or python "
                         f"Evaluate_SegNet.py --predictions=DIR [--key=value ...]; keys: {', '.join(DEFAULTS)}")
+    if not args["video"] and (args["out"] or args["side_by_side"]):
+        raise UserError("--out and --side_by_side belong to --video=IN; metrics and pictures go to --out_dir")
     return positional[0], args
+
+
+def video_mode(args, ckpt_path, model, ckpt, rt):
+    """--video=IN: segment a video file or a webcam into one video (segnet/video.py)."""
+    from segnet.video import segment_video
+    from segnet.visualize import palette_for
+    config, source = ckpt["config"], args["video"]
+    name = f"webcam{source}" if source.isdigit() else pathlib.Path(source).stem
+    out = pathlib.Path(args["out"] or pathlib.Path(args["out_dir"] or pathlib.Path(ckpt_path).parent / "video")
+                       / f"{name}.mp4")
+    with user_errors():
+        if not args["out"]:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        r = segment_video(model, source, out, config["height"], config["width"], config["normalize"],
+                          palette_for(config, list(ckpt["class_names"])), rt.device, rt.dtype,
+                          side_by_side=args["side_by_side"], channels_last=rt.channels_last)
+    print(f"{r['frames']} frames in {r['seconds']:.1f} s ({r['fps']:.2f} frames/s) on {rt.device}, "
+          f"autocast {rt.dtype_name}; video in {out}")
+    return 0
 
 
 def score_folder(args):
@@ -174,12 +203,10 @@ class PictureWriter:
     PNG-encoded on two threads so that writing overlaps the next batch."""
 
     def __init__(self, out_dir, dataset, config, class_names, collages):
-        from segnet.data.camvid import camvid_palette
         from segnet.transforms import input_to_unit
-        from segnet.visualize import default_palette
+        from segnet.visualize import palette_for
         self.out_dir, self.dataset, self.collages = out_dir, dataset, collages
-        self.palette = (camvid_palette(class_names) if config["dataset"] == "camvid"
-                        else default_palette(config["num_classes"]))
+        self.palette = palette_for(config, class_names)
         self.mean, self.std = map(torch.tensor, input_to_unit(config["normalize"]))
         self.pool, self.pending = ThreadPoolExecutor(2), []
 

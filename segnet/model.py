@@ -102,6 +102,21 @@ class EncoderStage(nn.Module):
         return self.dropout(x), indices, size
 
 
+def max_unpool2d_scatter(x, indices, size):
+    """MaxUnpool2d(x, indices, output_size=size) as one scatter on flattened indices.
+
+    Same values as nn.MaxUnpool2d (non-overlapping 2x2 windows: every index is written once) and
+    the same gradient (scatter's backward is a gather), but it exports: ONNX ScatterElements
+    with the output size taken from a tensor shape, so a dynamic-shape export keeps odd sizes
+    (45x60 -> 23x30 -> 45x60) symbolic instead of baking in the example's.
+    """
+    b, c = x.shape[:2]                                           # x, indices: (B, C, h, w)
+    h, w = size
+    out = x.new_zeros(b, c, h * w)                               # (B, C, H*W)
+    out = out.scatter(2, indices.flatten(2), x.flatten(2))      # indices count within one H*W plane
+    return out.view(b, c, h, w)                                  # (B, C, H, W)
+
+
 class DecoderStage(nn.Module):
     """2x2 max-unpool with the encoder's indices, then (conv => BN => ReLU) * n"""
 
@@ -109,6 +124,7 @@ class DecoderStage(nn.Module):
         super().__init__()
         # Sec. 3: the decoder upsamples with the memorised max-pool indices (no learned upsampling).
         self.unpool = nn.MaxUnpool2d(2, stride=2)
+        self.scatter_unpool = False  # True: max_unpool2d_scatter, which exports (see use_scatter_unpool)
         convs = []
         for w in widths:
             convs.append(ConvBNReLU(cin, w, k, relu))
@@ -120,7 +136,10 @@ class DecoderStage(nn.Module):
         # Unpooling only moves values, so it is exact in any dtype; CPU autocast would run it in
         # fp32 and cast the full-size map back for the next conv (24% of a bf16 CPU train step).
         with _autocast_off(x.device.type):
-            x = self.unpool(x, indices, output_size=size)  # sparse map at the encoder's pre-pool size
+            if self.scatter_unpool:
+                x = max_unpool2d_scatter(x, indices, size)
+            else:
+                x = self.unpool(x, indices, output_size=size)  # sparse map at the encoder's pre-pool size
         return self.dropout(self.convs(x))
 
 
@@ -188,6 +207,15 @@ class SegNet(nn.Module):
     def encoder_convs(self):
         """The encoder's (conv, bn) pairs in order: 13 for the VGG16 spec."""
         return [(block[0], block[1]) for stage in self.encoder for block in stage.convs]
+
+
+def use_scatter_unpool(model, enabled=True):
+    """Switch every decoder stage to the export-friendly unpool (same values and gradients);
+    returns how many stages were switched."""
+    stages = [m for m in model.modules() if isinstance(m, DecoderStage)]
+    for m in stages:
+        m.scatter_unpool = enabled
+    return len(stages)
 
 
 def mc_dropout(model, enabled=True):

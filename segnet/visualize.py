@@ -18,6 +18,14 @@ def default_palette(n):
     return out
 
 
+def palette_for(config, class_names):
+    """The display colours of a run's classes: CamVid's own colours for CamVid, else distinct ones."""
+    if config["dataset"] == "camvid":
+        from .data.camvid import camvid_palette
+        return camvid_palette(class_names)
+    return default_palette(len(class_names))
+
+
 def colorize(labels, palette):
     """(H, W) int labels -> (H, W, 3) uint8 colours; labels outside the palette (void) are black."""
     lut = np.zeros((256, 3), np.uint8)
