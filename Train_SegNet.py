@@ -61,6 +61,7 @@ lr_schedule = "fixed"        # fixed (Caffe solver: step with gamma 1) | poly | 
 eval_interval = 1000         # iterations between validations (and last.pt); 0 = only at the end
 best_metric = "mean_iou"     # best.pt by val mean_iou | global_accuracy (the paper's selection)
 bn_recompute = True          # compute_bn_statistics.py: BN statistics over the training set at the end
+bn_recompute_val = False     # ...and before every validation, as the authors tested each snapshot (best.pt)
 out_dir = ""                 # "" = checkpoints/<config>-<date>-<time>
 resume = ""                  # a checkpoint to continue from (its config wins; see RESUME_MAY_CHANGE)
 log_interval = 10            # iterations between progress-bar updates (each costs a host sync)
@@ -83,7 +84,8 @@ CHOICES = {
 }
 # What a resumed run may change; everything else comes from the checkpoint's config.
 RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
-                     "out_dir", "resume", "device", "dtype", "channels_last", "compile", "bn_recompute", "best_metric")
+                     "out_dir", "resume", "device", "dtype", "channels_last", "compile", "bn_recompute", "bn_recompute_val",
+                     "best_metric")
 MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_interval": 1, "num_workers": 0,
             "eval_interval": 0, "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0,
             "scale_min": 0.01}
@@ -267,7 +269,9 @@ def check_finite(state, out_dir):
 def validate(net, optimizer, data, config, rt, state, tb, log):
     """Score the validation split, log it (metrics.csv, curves.png, TensorBoard), save last.pt and,
     when it improves best_metric, best.pt. Returns the metrics.csv row."""
-    if rt.ddp:  # BN running statistics are per rank; every rank evaluates rank 0's, the saved ones
+    if config.get("bn_recompute_val"):  # the running averages lag at high learning rates (README)
+        recompute_bn(net, data, config, rt)
+    elif rt.ddp:  # BN running statistics are per rank; every rank evaluates rank 0's, the saved ones
         for b in net.buffers():
             torch.distributed.broadcast(b, 0)
     m = engine.evaluate(net, data.val_loader, config["num_classes"], rt.device, rt.dtype, rt.channels_last)
@@ -310,17 +314,23 @@ def save(net, optimizer, data, config, rt, state, name, metrics=None):
             "metrics": metrics or {}, "rng": runtime.rng_state(rt.device)})
 
 
+def recompute_bn(net, data, config, rt):
+    """compute_bn_statistics.py: BN statistics over the whole training set (evaluation transforms),
+    each rank its share, averaged across ranks."""
+    with user_errors():
+        train_eval = build_dataset(config, "train", train=False)
+    loader = read_errors(torch.utils.data.DataLoader(
+        torch.utils.data.Subset(train_eval, range(rt.rank, len(data.train_set), rt.world)),
+        config["batch_size"], **rt.loader_kwargs(config["num_workers"])))
+    engine.recompute_bn_statistics(net, loader, rt.device, rt.dtype, rt.channels_last)
+
+
 # -- the end of a run ---------------------------------------------------------------------------
 def finish(net, optimizer, data, config, rt, state, tb, log):
     """compute_bn_statistics.py (BN statistics over the training set), then the final validation."""
-    if config["bn_recompute"]:
+    if config["bn_recompute"] and not config.get("bn_recompute_val"):  # else validate() does it
         log("recomputing BatchNorm statistics over the training set (compute_bn_statistics.py)")
-        with user_errors():
-            train_eval = build_dataset(config, "train", train=False)
-        bn_loader = read_errors(torch.utils.data.DataLoader(
-            torch.utils.data.Subset(train_eval, range(rt.rank, len(data.train_set), rt.world)),
-            config["batch_size"], **rt.loader_kwargs(config["num_workers"])))
-        engine.recompute_bn_statistics(net, bn_loader, rt.device, rt.dtype, rt.channels_last)
+        recompute_bn(net, data, config, rt)
     final = validate(net, optimizer, data, config, rt, state, tb, log)
     if rt.ddp:
         torch.distributed.destroy_process_group()

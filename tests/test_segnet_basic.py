@@ -153,3 +153,15 @@ def test_sigterm_saves_last_like_ctrl_c(camvid, tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
     ck = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert ck["iter"] in (2, 3)  # the signal lands during step 3, or just after it
+
+
+@pytest.mark.parametrize("before_each, calls", [(True, 2), (False, 1)])
+def test_bn_statistics_recomputed_before_every_validation(camvid, tmp_path, monkeypatch, before_each, calls):
+    seen = []
+    real = engine.recompute_bn_statistics
+    monkeypatch.setattr(engine, "recompute_bn_statistics", lambda *a, **k: (seen.append(1), real(*a, **k))[1])
+    assert Train_SegNet.main(basic_args(camvid, tmp_path / "run", "--max_iters=4", "--eval_interval=2",
+                                        "--bn_recompute=true", f"--bn_recompute_val={before_each}")) == 0
+    assert len(seen) == calls  # iterations 2 and 4, or only at the end
+    assert parse_overrides({"config": "camvid", **Train_SegNet.DEFAULTS},
+                           ["--config=segnet_basic"])["bn_recompute_val"] is True
