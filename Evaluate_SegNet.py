@@ -26,6 +26,7 @@ from segnet.build import build_dataset
 from segnet.checkpoint import model_from_checkpoint
 from segnet.config import help_text, parse_overrides, wants_help
 from segnet.data import SPLITS, ImageFolder, Labelled, collate
+from segnet.data.check import check_dataset
 from segnet.errors import UserError, read_errors, run_cli, user_errors
 from segnet.report import published_rows, write_results_md
 
@@ -65,7 +66,7 @@ def main(argv=None):
     with user_errors():
         model, ckpt = model_from_checkpoint(ckpt_path)
         config = {**ckpt["config"], **({"data_root": args["data_root"]} if args["data_root"] else {})}
-        rt = runtime.setup(args["device"], args["dtype"], config.get("channels_last", False))
+        rt = runtime.setup(args["device"], args["dtype"], "auto")  # the layout of this machine, not the run's
         model = rt.place(model)
     if args["video"]:
         return video_mode(args, ckpt_path, model, ckpt, rt)
@@ -190,6 +191,7 @@ def make_dataset(args, config, class_names, ckpt_path, predict_mode):
     if predict_mode:
         return ImageFolder(args["images"], config["height"], config["width"], config["normalize"])
     dataset = Labelled(build_dataset(config, args["split"], train=False))
+    check_dataset(dataset.dataset)  # every pair decodes and agrees in size, before the first batch
     if list(dataset.class_names) != class_names:
         raise UserError(f"checkpoint {ckpt_path} predicts {len(class_names)} classes ({', '.join(class_names[:4])}, "
                         f"...) but the {config['dataset']} data has {len(dataset.class_names)} "

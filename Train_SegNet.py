@@ -24,7 +24,8 @@ from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_op
 from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS, class_weights as make_class_weights
 from segnet.config import format_config, help_text, parse_overrides, wants_help
 from segnet.data import SPLITS, Labelled, collate
-from segnet.errors import UserError, read_errors, run_cli, user_errors
+from segnet.data.check import check_dataset
+from segnet.errors import DataError, UserError, read_errors, run_cli, user_errors
 from segnet.model import SPECS
 from segnet.report import write_curves
 
@@ -68,7 +69,7 @@ log_interval = 10            # iterations between progress-bar updates (each cos
 # system
 device = "auto"              # auto | cpu | cuda | cuda:N
 dtype = "auto"               # auto (bf16 on AMX/AVX512-BF16 CPUs and new GPUs, fp16 on old GPUs) | float32 | bfloat16 | float16
-channels_last = True         # NHWC memory format: faster convolutions on CPU (oneDNN) and tensor cores
+channels_last = "auto"       # NHWC memory format: auto (NHWC on GPUs and AVX512 CPUs, NCHW on AVX2-only CPUs) | true | false
 compile = False              # torch.compile the model
 sync_bn = False              # SyncBatchNorm across processes under torchrun
 seed = 0
@@ -80,7 +81,7 @@ CHOICES = {
     "dataset": tuple(DATASETS), "model": tuple(SPECS), "normalize": NORMALIZE_CHOICES, "eval_split": SPLITS,
     "class_weights": CLASS_WEIGHT_METHODS, "lr_schedule": tuple(engine.LR_SCHEDULES),
     "best_metric": ("mean_iou", "global_accuracy"), "optimizer": tuple(engine.OPTIMIZERS),
-    "dtype": runtime.DTYPE_CHOICES,
+    "dtype": runtime.DTYPE_CHOICES, "channels_last": runtime.CHANNELS_LAST_CHOICES,
 }
 # What a resumed run may change; everything else comes from the checkpoint's config.
 RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
@@ -102,7 +103,8 @@ def main(argv=None):
     torch.manual_seed(config["seed"])
     log = print if rt.master else (lambda *a, **k: None)
     log(f"config:\n{format_config(config)}")
-    log(f"device {rt.device}, autocast {rt.dtype_name}, world size {rt.world}")
+    log(f"device {rt.device}, autocast {rt.dtype_name}, {'channels_last' if rt.channels_last else 'NCHW'}, "
+        f"world size {rt.world}")
 
     with user_errors():
         data = make_data(config, rt, log)
@@ -153,6 +155,8 @@ class Data:
             ensure_camvid(config["data_root"], config["download"])
         self.train_set = build_dataset(config, "train", train=True)
         self.val_set = Labelled(build_dataset(config, config["eval_split"], train=False))
+        # before the first iteration: every pair decodes and agrees in size (the first bad file named)
+        self.checked = check_dataset(self.train_set) + check_dataset(self.val_set.dataset)
         if rt.ddp and rt.master:
             torch.distributed.barrier()
         self.class_names = list(self.train_set.class_names)
@@ -175,7 +179,7 @@ class Data:
 def make_data(config, rt, log):
     data = Data(config, rt)
     log(f"data: {len(data.train_set)} train / {len(data.val_set)} {config['eval_split']} images from "
-        f"{config['data_root']}, class weights {config['class_weights']}")
+        f"{config['data_root']} ({data.checked} image/label files checked), class weights {config['class_weights']}")
     return data
 
 
@@ -244,6 +248,14 @@ def train(step_model, net, optimizer, data, config, rt, state, tb, log):
             last = os.path.join(out_dir, "last.pt")
             log(f"interrupted at iteration {state.iter}: saved {last}; continue with --resume={last}")
         return 130
+    except DataError as e:  # a file broke mid-run: keep the iterations done, as Ctrl-C does
+        bar.close()
+        if state.bad_iteration() is not None:
+            raise
+        save(net, optimizer, data, config, rt, state, "last.pt")
+        last = os.path.join(out_dir, "last.pt")
+        raise DataError(f"{e}; saved {last} at iteration {state.iter}: replace the file, then "
+                        f"--resume={last}") from None
     finally:
         bar.close()  # before any message, so it starts on a line of its own
         if previous_sigterm is not None:

@@ -151,7 +151,11 @@ def report(res):
     out.append(f"SegNet benchmark: {s['height']}x{s['width']}, batch {s['batch_size']}, {s['iters']} timed "
                f"iterations after {s['warmup']} warm-up, each row in a fresh process")
     out.append(f"machine: {m['device_name']} ({m['device']}), torch {m['torch']}, {m['threads']} threads, "
-               f"cpu flags {' '.join(m['cpu_flags']) or '-'}")
+               f"cpu flags {' '.join(m['cpu_flags']) or '-'}, torch CPU kernels {m['cpu_capability'] or '-'}, "
+               f"{'native' if m['cpu_native_bf16'] else 'no native'} bf16")
+    d = res["repo_default"]
+    out.append(f"auto resolved to: dtype={d['dtype_setting']} -> {d['dtype']}, channels_last="
+               f"{d['channels_last_setting']} -> {d['channels_last']}")
     f = res["flops"]
     out.append(f"FLOPs per image: forward {f['forward_per_image'] / 1e9:.1f} G, training (forward+backward) "
                f"{f['train_per_image'] / 1e9:.1f} G (torch.utils.flop_counter; yardstick identical: {f['yardstick_identical']})")
@@ -291,7 +295,8 @@ def main(argv=None):
     workers = defaults["num_workers"] if args["loader_workers"] < 0 else args["loader_workers"]
     args["loader_workers"] = workers
     default_dtype = str(runtime.resolve_dtype(defaults["dtype"], device)).replace("torch.", "")
-    default_mode = default_dtype + ("_cl" if defaults["channels_last"] else "")
+    default_cl = runtime.resolve_channels_last(defaults["channels_last"], device, runtime.DTYPES[default_dtype])
+    default_mode = default_dtype + ("_cl" if default_cl else "")
 
     res = {"schema": SCHEMA, "command": ["python", "-m", "segnet.bench"] + list(sys.argv[1:] if argv is None else argv),
            "machine": runtime.describe_machine(device),
@@ -299,7 +304,8 @@ def main(argv=None):
                         "width": args["width"], "iters": args["iters"], "warmup": args["warmup"], "modes": modes,
                         "compile": args["compile"], "matmul_size": args["matmul_size"]},
            "repo_default": {"mode": default_mode, "dtype_setting": defaults["dtype"], "dtype": default_dtype,
-                            "channels_last": defaults["channels_last"], "compile": defaults["compile"]},
+                            "channels_last": default_cl, "channels_last_setting": defaults["channels_last"],
+                            "compile": defaults["compile"]},
            "paper": PAPER}
 
     # FLOPs: shapes only, on the meta device; the yardstick must count the same

@@ -35,9 +35,13 @@ def user_errors():
         raise UserError(one_line(e)) from None
 
 
+class DataError(UserError):
+    """A file of the data set could not be read mid-run (the training loop saves last.pt first)."""
+
+
 class read_errors:
     """Iterate `loader`, turning what reading a batch raises (an unreadable or corrupt file, in this
-    process or in a worker) into a UserError; errors in the caller's loop body are left alone."""
+    process or in a worker) into a DataError; errors in the caller's loop body are left alone."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -48,8 +52,10 @@ class read_errors:
     def __iter__(self):
         batches = iter(self.loader)
         while True:
-            with user_errors():
+            try:
                 batch = next(batches, None)
+            except INPUT_ERRORS as e:
+                raise DataError(one_line(e)) from None
             if batch is None:
                 return
             yield batch

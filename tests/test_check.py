@@ -1,10 +1,21 @@
-"""The pre-flight data check: the first bad file is named before any iteration runs."""
+"""The pre-flight data check (the first bad file is named before any iteration runs), and a file
+that breaks mid-run (last.pt is saved first, as Ctrl-C does)."""
+import pathlib
+import subprocess
+import sys
+
 import pytest
+import torch
 from PIL import Image
 
+import Train_SegNet
 from helpers import make_tutorial_camvid
 from segnet.data import CamVid
+from segnet.data import camvid as camvid_module
 from segnet.data.check import check_dataset
+from segnet.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -49,3 +60,46 @@ def test_a_file_that_is_not_an_image(camvid):
 @pytest.mark.realdata
 def test_real_camvid_passes(camvid_root):
     assert [check_dataset(CamVid(camvid_root, s)) for s in ("train", "val", "test")] == [367, 101, 233]
+
+
+# -- in the scripts -------------------------------------------------------------------------------
+
+
+def tiny(root, out, *extra):
+    return [f"--data_root={root}", f"--out_dir={out}", "--model=segnet_lite", "--init_encoder=none",
+            "--height=16", "--width=24", "--batch_size=2", "--num_workers=0", "--bn_recompute=false",
+            "--eval_interval=0", "--log_interval=1", *extra]
+
+
+def test_training_names_a_bad_file_before_the_first_iteration(tmp_path):
+    root = make_tutorial_camvid(tmp_path / "CamVid", sizes=(("train", 4), ("val", 2)), hw=(16, 24))
+    bad = root / "valannot" / "f001.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    r = subprocess.run([sys.executable, "Train_SegNet.py", *tiny(root, tmp_path / "run", "--max_iters=2")],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(bad) in last and "corrupt" in last
+    assert "train:" not in r.stderr and not (tmp_path / "run" / "last.pt").exists()  # no iteration ran
+
+
+def test_a_file_that_breaks_mid_run_keeps_a_resumable_last_pt(tmp_path, monkeypatch):
+    root = make_tutorial_camvid(tmp_path / "CamVid", sizes=(("train", 8), ("val", 2)), hw=(16, 24))
+    run = tmp_path / "run"
+    real, reads = camvid_module.CamVid.load_image, {"n": 0}
+
+    def flaky(self, i):  # the disk fails on the 7th frame read: iterations 1-3 (batch 2) are done
+        reads["n"] += 1
+        if reads["n"] == 7:
+            raise ValueError(f"cannot read image {self.files[i][0]}: broken data stream")
+        return real(self, i)
+    monkeypatch.setattr(camvid_module.CamVid, "load_image", flaky)
+    with pytest.raises(UserError) as e:
+        Train_SegNet.main(tiny(root, run, "--max_iters=8"))
+    message = str(e.value)
+    assert "broken data stream" in message and f"saved {run / 'last.pt'} at iteration 3" in message
+    assert "--resume=" in message
+    assert torch.load(run / "last.pt", weights_only=True)["iter"] == 3
+    monkeypatch.setattr(camvid_module.CamVid, "load_image", real)  # the file is replaced
+    assert Train_SegNet.main([f"--resume={run / 'last.pt'}", "--max_iters=8", "--num_workers=0"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["iter"] == 8
