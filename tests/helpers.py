@@ -23,3 +23,15 @@ def make_tutorial_camvid(root, sizes=(("train", 8), ("val", 4), ("test", 4)), hw
             Image.fromarray(frame).save(root / split / f"f{i:03d}.png")
             Image.fromarray(label).save(root / f"{split}annot" / f"f{i:03d}.png")
     return root
+
+
+def train_tiny(tmp, *extra, hw=(24, 40), max_iters=4):
+    """A SegNet-Lite trained a few iterations on a tiny CamVid made in `tmp` (so its BN statistics
+    are not the init's); returns (CamVid root, last.pt)."""
+    import Train_SegNet
+    root = make_tutorial_camvid(tmp / "CamVid", hw=hw)
+    assert Train_SegNet.main([f"--data_root={root}", f"--out_dir={tmp / 'run'}", "--model=segnet_lite",
+                              "--init_encoder=none", f"--height={hw[0]}", f"--width={hw[1]}", "--batch_size=2",
+                              "--num_workers=0", "--bn_recompute=false", "--eval_interval=0",
+                              f"--max_iters={max_iters}", *extra]) == 0
+    return root, tmp / "run" / "last.pt"

@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import Train_SegNet
-from helpers import make_tutorial_camvid
+from helpers import train_tiny
 from segnet import export
 from segnet.errors import UserError
 from segnet.model import SegNet, max_unpool2d_scatter, use_scatter_unpool
@@ -57,13 +56,7 @@ SIZES = [(24, 40), (19, 31)]  # the export size, and an odd size different from 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """SegNet-Lite trained for a few iterations on a tiny CamVid (BN statistics are not the init's)."""
-    tmp = tmp_path_factory.mktemp("export")
-    root = make_tutorial_camvid(tmp / "CamVid", hw=(24, 40))
-    assert Train_SegNet.main([f"--data_root={root}", f"--out_dir={tmp / 'run'}", "--model=segnet_lite",
-                              "--init_encoder=none", "--normalize=imagenet", "--height=24", "--width=40",
-                              "--batch_size=2", "--num_workers=0", "--bn_recompute=false", "--eval_interval=0",
-                              "--max_iters=6", "--lr=0.01"]) == 0
-    ckpt = tmp / "run" / "last.pt"
+    _, ckpt = train_tiny(tmp_path_factory.mktemp("export"), "--normalize=imagenet", "--lr=0.01", max_iters=6)
     model, config, names = export.load_model(ckpt)
     assert not torch.allclose(model.encoder[0].convs[0][1].running_mean, torch.zeros(32))
     return ckpt, model, config, names

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import Evaluate_SegNet
-import Train_SegNet
-from helpers import make_tutorial_camvid
+from helpers import train_tiny
 from segnet.errors import UserError
 
 av = pytest.importorskip("av")
@@ -36,10 +35,7 @@ def read_video(path):
 def setup(tmp_path_factory):
     """A tiny trained SegNet-Lite and a 5-frame video of the fixture's kind of scene (a moving car)."""
     tmp = tmp_path_factory.mktemp("video")
-    root = make_tutorial_camvid(tmp / "CamVid", hw=(24, 40))
-    assert Train_SegNet.main([f"--data_root={root}", f"--out_dir={tmp / 'run'}", "--model=segnet_lite",
-                              "--init_encoder=none", "--height=24", "--width=40", "--batch_size=2",
-                              "--num_workers=0", "--bn_recompute=false", "--eval_interval=0", "--max_iters=4"]) == 0
+    _, ckpt = train_tiny(tmp)
     frames = []
     for i in range(N):
         f = np.zeros((H, W, 3), np.uint8)
@@ -47,7 +43,7 @@ def setup(tmp_path_factory):
         f[8:16, 4 * i:4 * i + 8] = (64, 0, 128)
         frames.append(f)
     write_video(tmp / "in.mp4", frames)
-    return tmp / "run" / "last.pt", tmp / "in.mp4", read_video(tmp / "in.mp4")
+    return ckpt, tmp / "in.mp4", read_video(tmp / "in.mp4")
 
 
 @pytest.mark.parametrize("side", [False, True])
