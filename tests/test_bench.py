@@ -138,6 +138,8 @@ def test_cli_end_to_end_writes_json(tmp_path):
     assert res["configs"][1]["impl"] == "repo" and not res["configs"][1]["channels_last"]
     assert res["paper"]["forward_ms"] == 422.5 and res["paper"]["train_memory_mb"] == 6803
     assert res["loader"]["images_per_s"] > 0 and res["loader"]["images"] == 8
+    sc = res["scoring"]  # the fixture's 4 test labels shifted 3 px, scored with the paper's BF
+    assert sc["images"] == 4 and sc["seconds"] > 0 and 0 < sc["boundary_f1"] < 1 and "scoring 4 test" in p.stdout
     assert res["decode"]["lut_ms"] > 0 and res["decode"]["loop_ms"] > 0
     assert set(res["targets"]) == {"train_speedup", "infer_speedup", "whole_process_speedup",
                                    "loader_vs_training", "decode_speedup"}
