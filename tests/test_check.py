@@ -83,7 +83,8 @@ def test_training_names_a_bad_file_before_the_first_iteration(tmp_path):
     assert "train:" not in r.stderr and not (tmp_path / "run" / "last.pt").exists()  # no iteration ran
 
 
-def test_a_file_that_breaks_mid_run_keeps_a_resumable_last_pt(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [0, 1])  # read in this process, or in a DataLoader worker
+def test_a_file_that_breaks_mid_run_keeps_a_resumable_last_pt(tmp_path, monkeypatch, workers):
     root = make_tutorial_camvid(tmp_path / "CamVid", sizes=(("train", 8), ("val", 2)), hw=(16, 24))
     run = tmp_path / "run"
     real, reads = camvid_module.CamVid.load_image, {"n": 0}
@@ -95,9 +96,10 @@ def test_a_file_that_breaks_mid_run_keeps_a_resumable_last_pt(tmp_path, monkeypa
         return real(self, i)
     monkeypatch.setattr(camvid_module.CamVid, "load_image", flaky)
     with pytest.raises(UserError) as e:
-        Train_SegNet.main(tiny(root, run, "--max_iters=8"))
+        Train_SegNet.main(tiny(root, run, "--max_iters=8", f"--num_workers={workers}"))
     message = str(e.value)
     assert "broken data stream" in message and f"saved {run / 'last.pt'} at iteration 3" in message
+    assert "\n" not in message and "Traceback" not in message  # one line, also from a worker
     assert "--resume=" in message
     assert torch.load(run / "last.pt", weights_only=True)["iter"] == 3
     monkeypatch.setattr(camvid_module.CamVid, "load_image", real)  # the file is replaced

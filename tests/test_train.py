@@ -207,9 +207,10 @@ def test_user_errors_are_one_line(camvid, tmp_path):
     cases.append(([f"--resume={tmp_path / 'bad.pt'}"], "cannot be read"))
     torch.save({"model": {}}, tmp_path / "other.pt")
     cases.append(([f"--resume={tmp_path / 'other.pt'}"], "not a SegNet checkpoint"))
-    broken = camvid / "train" / "f003.png"  # truncated: read inside a DataLoader worker
+    broken = camvid / "train" / "f003.png"  # truncated: the pre-flight check names it before iteration 1
     broken.write_bytes(broken.read_bytes()[:60])
-    cases.append((tiny_args(camvid, tmp_path / "w", "--num_workers=1", "--max_iters=8"), "cannot read image"))
+    cases.append((tiny_args(camvid, tmp_path / "w", "--num_workers=1", "--max_iters=8"),
+                  f"{broken} is corrupt or not an image"))
     for args, message in cases:
         r = run_script("Train_SegNet.py", *args)
         assert r.returncode == 2, (args, r.stderr)
