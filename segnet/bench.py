@@ -17,7 +17,6 @@ and loop live in segnet/yardstick.py, the measurements in segnet/measure.py.
 The paper's Table 6 (Caffe, 2015 GPU) is printed beside our figures.
 """
 import json
-import os
 import pathlib
 import re
 import subprocess

@@ -13,7 +13,8 @@ WEIGHTS_KIND = "segnet-weights-v1"  # shipped weights (segnet/weights.py): model
 
 
 def save_checkpoint(path, checkpoint):
-    """Write to a temp file next to `path`, then rename: a crash never leaves half a checkpoint."""
+    """Write to a temp file next to `path`, then rename: a crash never leaves half a checkpoint.
+    The dict is marked as a training checkpoint unless it carries its own kind (a weights file)."""
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save({"kind": CHECKPOINT_KIND, **checkpoint}, tmp)

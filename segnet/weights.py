@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from .checkpoint import WEIGHTS_KIND, load_checkpoint, model_from_checkpoint
+from .checkpoint import WEIGHTS_KIND, load_checkpoint, model_from_checkpoint, save_checkpoint
 
 
 def weights_from_checkpoint(ckpt, dtype=torch.float16, source=""):
@@ -27,12 +27,11 @@ def weights_from_checkpoint(ckpt, dtype=torch.float16, source=""):
 
 
 def save_weights(weights, path):
-    """Write atomically; returns the file's sha256."""
+    """Write atomically (checkpoint.save_checkpoint; the dict keeps its own kind); returns the
+    file's sha256."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(weights, tmp)
-    os.replace(tmp, path)
+    save_checkpoint(path, weights)
     return sha256(path)
 
 
@@ -45,8 +44,8 @@ def sha256(path):
 
 
 def load_weights_file(path, **kw):
-    """(model, weights dict) from a weights file written by this module (or a training checkpoint):
-    a SegNet in fp32 and eval mode; `model.class_names` and `model.normalize` (the input the
+    """(model, weights dict) from a weights file written by this module: a SegNet in fp32 and eval
+    mode; `model.class_names` and `model.normalize` (the input the
     weights expect) are set from the file. `kw` overrides the stored config (e.g. bayesian=True)."""
     weights = load_checkpoint(path, kinds=(WEIGHTS_KIND,))
     if kw:
@@ -57,12 +56,12 @@ def load_weights_file(path, **kw):
 
 
 def main(argv=None):
-    from .config import parse_overrides
+    from .config import help_text, parse_overrides, wants_help
     from .errors import UserError, user_errors
     argv = sys.argv[1:] if argv is None else argv
     defaults = {"out": "", "dtype": "float16"}
-    if {"-h", "--help"} & set(argv):
-        print(__doc__)
+    if wants_help(argv):
+        print(help_text(__doc__, defaults))
         return 0
     positional = [a for a in argv if not a.startswith("--")]
     if len(positional) != 1:
@@ -75,7 +74,8 @@ def main(argv=None):
         ckpt = load_checkpoint(positional[0])
     weights = weights_from_checkpoint(ckpt, getattr(torch, args["dtype"]),
                                       source=f"{positional[0]} (iteration {ckpt.get('iter')})")
-    digest = save_weights(weights, args["out"])
+    with user_errors():
+        digest = save_weights(weights, args["out"])
     size = os.path.getsize(args["out"])
     print(f"wrote {args['out']} ({size / 1e6:.2f} MB, {args['dtype']}) sha256 {digest}")
     return 0
