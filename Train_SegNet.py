@@ -69,7 +69,8 @@ log_interval = 10            # iterations between progress-bar updates (each cos
 # system
 device = "auto"              # auto | cpu | cuda | cuda:N
 dtype = "auto"               # auto (bf16 on AMX/AVX512-BF16 CPUs and new GPUs, fp16 on old GPUs) | float32 | bfloat16 | float16
-channels_last = "auto"       # NHWC memory format: auto (NHWC on GPUs and AVX512 CPUs, NCHW on AVX2-only CPUs) | true | false
+channels_last = "auto"       # NHWC memory format: auto (NHWC on GPUs and AVX512 CPUs, and on AVX2-only CPUs in fp32 with GEMM weight gradients) | true | false
+conv_wgrad = "auto"          # conv weight gradients: auto (GEMMs for fp32 NHWC on CPUs without AVX512, else oneDNN) | gemm | onednn
 compile = False              # torch.compile the model
 sync_bn = False              # SyncBatchNorm across processes under torchrun
 seed = 0
@@ -82,10 +83,11 @@ CHOICES = {
     "class_weights": CLASS_WEIGHT_METHODS, "lr_schedule": tuple(engine.LR_SCHEDULES),
     "best_metric": ("mean_iou", "global_accuracy"), "optimizer": tuple(engine.OPTIMIZERS),
     "dtype": runtime.DTYPE_CHOICES, "channels_last": runtime.CHANNELS_LAST_CHOICES,
+    "conv_wgrad": runtime.CONV_WGRAD_CHOICES,
 }
 # What a resumed run may change; everything else comes from the checkpoint's config.
 RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
-                     "out_dir", "resume", "device", "dtype", "channels_last", "compile", "bn_recompute", "bn_recompute_val",
+                     "out_dir", "resume", "device", "dtype", "channels_last", "conv_wgrad", "compile", "bn_recompute", "bn_recompute_val",
                      "best_metric")
 MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_interval": 1, "num_workers": 0,
             "eval_interval": 0, "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0,
@@ -99,11 +101,12 @@ def main(argv=None):
         return 0
     with user_errors():
         config, ckpt = configure(argv)
-        rt = runtime.setup(config["device"], config["dtype"], config["channels_last"], distributed=True)
+        rt = runtime.setup(config["device"], config["dtype"], config["channels_last"], distributed=True,
+                           conv_wgrad=config["conv_wgrad"])
     torch.manual_seed(config["seed"])
     log = print if rt.master else (lambda *a, **k: None)
     log(f"config:\n{format_config(config)}")
-    log(f"device {rt.device}, autocast {rt.dtype_name}, {'channels_last' if rt.channels_last else 'NCHW'}, "
+    log(f"device {rt.device}, autocast {rt.dtype_name}, {rt.layout}, "
         f"world size {rt.world}")
 
     with user_errors():

@@ -75,7 +75,8 @@ def bench_whole_process(args, data_root, device):
                                 f"--iters={n}", f"--workers={args['loader_workers']}", f"--device={device}"],
             "repo": [sys.executable, "Train_SegNet.py", f"--data_root={root}", "--init_encoder=none",
                      "--bn_recompute=false", "--eval_interval=0", f"--max_iters={n}", *size,
-                     f"--num_workers={args['loader_workers']}", f"--device={device}", f"--out_dir={out}"]
+                     f"--num_workers={args['loader_workers']}", f"--device={device}", f"--out_dir={out}",
+                     f"--conv_wgrad={args['conv_wgrad']}"]
                     + (["--compile=true"] if args["compile"] else []),
         }
         runs = {}
@@ -156,7 +157,8 @@ def report(res):
                f"{'native' if m['cpu_native_bf16'] else 'no native'} bf16")
     d = res["repo_default"]
     out.append(f"auto resolved to: dtype={d['dtype_setting']} -> {d['dtype']}, channels_last="
-               f"{d['channels_last_setting']} -> {d['channels_last']}")
+               f"{d['channels_last_setting']} -> {d['channels_last']}, conv_wgrad={d['conv_wgrad_setting']} -> "
+               f"{'gemm' if d['gemm_wgrad'] else 'onednn'}")
     f = res["flops"]
     out.append(f"FLOPs per image: forward {f['forward_per_image'] / 1e9:.1f} G, training (forward+backward) "
                f"{f['train_per_image'] / 1e9:.1f} G (torch.utils.flop_counter; yardstick identical: {f['yardstick_identical']})")
@@ -242,6 +244,7 @@ OPTIONS = {
     "matmul_size": 4096,      # largest n of the n x n matmul peak
     "json": "",               # write every number to this file
     "compile": False,         # torch.compile the repo's rows (not the yardstick)
+    "conv_wgrad": "auto",     # the repo's rows: auto | gemm | onednn (conv weight gradients; see Train_SegNet.py)
     "whole_process": False,   # also time python Train_SegNet.py vs the straightforward loop on the real CamVid
     "whole_iters": 10,        # iterations of each --whole_process run
     "_child": "",             # internal: one measurement in this process
@@ -301,7 +304,11 @@ def main(argv=None):
     workers = defaults["num_workers"] if args["loader_workers"] < 0 else args["loader_workers"]
     args["loader_workers"] = workers
     default_dtype = str(runtime.resolve_dtype(defaults["dtype"], device)).replace("torch.", "")
-    default_cl = runtime.resolve_channels_last(defaults["channels_last"], device, runtime.DTYPES[default_dtype])
+    if args["conv_wgrad"] not in runtime.CONV_WGRAD_CHOICES:
+        raise UserError(f"--conv_wgrad={args['conv_wgrad']}: expected one of {', '.join(runtime.CONV_WGRAD_CHOICES)}")
+    default_cl = runtime.resolve_channels_last(defaults["channels_last"], device, runtime.DTYPES[default_dtype],
+                                               defaults["conv_wgrad"])
+    default_wgrad = runtime.resolve_conv_wgrad(defaults["conv_wgrad"], device, runtime.DTYPES[default_dtype], default_cl)
     default_mode = default_dtype + ("_cl" if default_cl else "")
 
     res = {"schema": SCHEMA, "command": ["python", "-m", "segnet.bench"] + list(sys.argv[1:] if argv is None else argv),
@@ -311,6 +318,7 @@ def main(argv=None):
                         "compile": args["compile"], "matmul_size": args["matmul_size"]},
            "repo_default": {"mode": default_mode, "dtype_setting": defaults["dtype"], "dtype": default_dtype,
                             "channels_last": default_cl, "channels_last_setting": defaults["channels_last"],
+                            "conv_wgrad_setting": defaults["conv_wgrad"], "gemm_wgrad": default_wgrad,
                             "compile": defaults["compile"]},
            "paper": PAPER}
 
@@ -334,15 +342,19 @@ def main(argv=None):
             yard = mode == "yardstick"
             dtype = "float32" if yard else mode.removesuffix("_cl")
             cl = mode.endswith("_cl")
+            wg = not yard and runtime.resolve_conv_wgrad(args["conv_wgrad"], device, runtime.DTYPES[dtype], cl)
             label = ("yardstick (fp32 NCHW, plain modules)" if yard else
-                     f"ours {SHORT[dtype]} {'channels_last' if cl else 'NCHW'}" + (" +compile" if args["compile"] else ""))
+                     f"ours {SHORT[dtype]} {'channels_last' if cl else 'NCHW'}" + (" +GEMM wgrad" if wg else "")
+                     + (" +compile" if args["compile"] else ""))
             row = {"name": mode, "label": label, "impl": "yardstick" if yard else "repo", "dtype": dtype,
-                   "channels_last": cl, "compile": args["compile"] and not yard, "repo_default": mode == default_mode,
+                   "channels_last": cl, "gemm_wgrad": wg, "compile": args["compile"] and not yard,
+                   "repo_default": mode == default_mode and wg == default_wgrad,
                    "train": None, "infer": None, "error": None}
             for phase, flops in (("train", train), ("infer", fwd)):
                 print(f"{label}: {phase} ...", flush=True)
                 job = {"kind": "step", "name": mode, "phase": phase, "impl": row["impl"], "device": str(device),
-                       "dtype": dtype, "channels_last": cl, "compile": row["compile"], "batch_size": args["batch_size"],
+                       "dtype": dtype, "channels_last": cl, "conv_wgrad": args["conv_wgrad"], "compile": row["compile"],
+                       "batch_size": args["batch_size"],
                        "height": h, "width": w, "iters": args["iters"], "warmup": args["warmup"]}
                 try:
                     r, _ = _run_child(job, workdir)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from . import wgrad
+
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,23 @@ def _autocast_off(device_type):
     return contextlib.nullcontext()  # autocast is off already, or the device has none (meta)
 
 
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters and state dict) that can compute its weight gradient by GEMMs
+    (`segnet.wgrad`: fp32 training in channels_last on CPUs without AVX512; see
+    use_gemm_weight_grad). Evaluation, export and every other case run nn.Conv2d itself."""
+    gemm_weight_grad = False
+
+    def forward(self, x):
+        if self.gemm_weight_grad and wgrad.applies(self, x):
+            return wgrad.conv2d(x, self)
+        return super().forward(x)
+
+
 class ConvBNReLU(nn.Sequential):
     """conv kxk (with bias, as Caffe) => BN => ReLU (the ReLU left out with relu=False)"""
 
     def __init__(self, cin, cout, k, relu=True):
-        layers = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=True), nn.BatchNorm2d(cout)]
+        layers = [Conv2d(cin, cout, k, padding=k // 2, bias=True), nn.BatchNorm2d(cout)]
         super().__init__(*layers, *([nn.ReLU(inplace=True)] if relu else []))
 
 
@@ -180,7 +194,7 @@ class SegNet(nn.Module):
                                              spec.decoder_relu))
             cin = widths[-1]
         k = spec.classifier_kernel
-        self.classifier = nn.Conv2d(cin, num_classes, k, padding=k // 2)  # no BN, no ReLU
+        self.classifier = Conv2d(cin, num_classes, k, padding=k // 2)  # no BN, no ReLU
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -216,6 +230,15 @@ def use_scatter_unpool(model, enabled=True):
     for m in stages:
         m.scatter_unpool = enabled
     return len(stages)
+
+
+def use_gemm_weight_grad(model, enabled=True):
+    """Switch every conv to the GEMM weight gradient (segnet.wgrad; same gradients up to fp32
+    rounding, faster in channels_last on AVX2-only CPUs); returns how many convs were switched."""
+    convs = [m for m in model.modules() if isinstance(m, Conv2d)]
+    for m in convs:
+        m.gemm_weight_grad = enabled
+    return len(convs)
 
 
 def mc_dropout(model, enabled=True):

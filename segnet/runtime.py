@@ -2,7 +2,7 @@
 processes. One setup for training, evaluation and the benchmark.
 
     rt = runtime.setup("auto", "auto", channels_last="auto")    # under torchrun: also the process group
-    model = rt.place(model)
+    model = rt.place(model)                                     # device, memory format, weight-gradient kernel
     with rt.autocast():
         logits = model(rt.images(images))
 """
@@ -60,19 +60,37 @@ def cpu_capability():
         return ""
 
 
-def resolve_channels_last(value, device, dtype):
-    """NHWC or NCHW. auto, from measurements (README "Performance"): NHWC on CUDA (tensor cores)
-    and on AVX512 CPUs (a Xeon with AMX: training 1.15x in fp32, 1.83x in bf16), NCHW on AVX2-only
-    CPUs (an AMD EPYC: NHWC trained 30-34% slower in fp32). A checkpoint's stored bool is kept."""
+def resolve_channels_last(value, device, dtype, conv_wgrad="auto"):
+    """NHWC or NCHW. auto, from measurements (README "Performance"): NHWC on CUDA (tensor cores),
+    on AVX512 CPUs (a Xeon with AMX: training 1.15x in fp32, 1.83x in bf16), and on AVX2-only CPUs
+    in fp32 with the GEMM weight gradient (an AMD EPYC: 1.09x over NCHW per step; with oneDNN's
+    own NHWC weight gradient NHWC trained 30-34% slower, so conv_wgrad=onednn keeps NCHW there).
+    A checkpoint's stored bool is kept."""
     if isinstance(value, bool):
         return value
     if value in ("true", "false"):
         return value == "true"
     if value != "auto":
         raise ValueError(f"channels_last={value}: expected one of {', '.join(CHANNELS_LAST_CHOICES)}")
-    if device.type == "cuda":
+    if device.type == "cuda" or cpu_capability().startswith("AVX512"):
         return True
-    return cpu_capability().startswith("AVX512")
+    return device.type == "cpu" and dtype == torch.float32 and conv_wgrad != "onednn"
+
+
+CONV_WGRAD_CHOICES = ("auto", "gemm", "onednn")
+
+
+def resolve_conv_wgrad(value, device, dtype, channels_last):
+    """Whether convs compute their weight gradient by GEMMs (segnet.wgrad) instead of oneDNN.
+    auto: yes for fp32 channels_last training on a CPU without AVX512, where oneDNN's NHWC
+    weight-gradient kernel is slow (2.5x its blocked-layout one on an AMD EPYC, AVX2 only).
+    gemm: wherever it applies (fp32 on the CPU). onednn: never."""
+    if value not in CONV_WGRAD_CHOICES:
+        raise ValueError(f"conv_wgrad={value}: expected one of {', '.join(CONV_WGRAD_CHOICES)}")
+    if value == "auto":
+        return (device.type == "cpu" and dtype == torch.float32 and channels_last
+                and not cpu_capability().startswith("AVX512"))
+    return value == "gemm" and device.type == "cpu"
 
 
 def autocast(device, dtype):
@@ -98,6 +116,7 @@ class Runtime:
     rank: int = 0
     local_rank: int = 0
     world: int = 1
+    gemm_wgrad: bool = False           # convs compute weight gradients by GEMMs (segnet.wgrad)
 
     @property
     def ddp(self):
@@ -118,15 +137,22 @@ class Runtime:
         return to_device(images, self.device, self.channels_last)
 
     def place(self, model):
-        """The model on the device, in the run's memory format."""
+        """The model on the device, in the run's memory format, with the run's weight-gradient kernel."""
+        from .model import use_gemm_weight_grad
         model = model.to(self.device)
+        use_gemm_weight_grad(model, self.gemm_wgrad)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    @property
+    def layout(self):
+        """The memory format and weight-gradient kernel, for a log line."""
+        return ("channels_last" if self.channels_last else "NCHW") + (", GEMM weight gradients" if self.gemm_wgrad else "")
 
     def loader_kwargs(self, num_workers):
         return loader_kwargs(self.device, num_workers)
 
 
-def setup(device="auto", dtype="auto", channels_last="auto", distributed=False):
+def setup(device="auto", dtype="auto", channels_last="auto", distributed=False, conv_wgrad="auto"):
     """Resolve the device, autocast dtype and memory format, make the GradScaler (fp16 on CUDA only), set the
     backend flags (cuDNN autotuning, TF32 matmuls and convolutions on CUDA) and, with `distributed`
     under torchrun (WORLD_SIZE > 1), join the process group: NCCL on CUDA, gloo on CPU."""
@@ -144,8 +170,9 @@ def setup(device="auto", dtype="auto", channels_last="auto", distributed=False):
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    return Runtime(dev, amp_dtype, scaler, resolve_channels_last(channels_last, dev, amp_dtype), rank, local_rank,
-                   world)
+    cl = resolve_channels_last(channels_last, dev, amp_dtype, conv_wgrad)
+    return Runtime(dev, amp_dtype, scaler, cl, rank, local_rank, world,
+                   resolve_conv_wgrad(conv_wgrad, dev, amp_dtype, cl))
 
 
 def describe_machine(device):

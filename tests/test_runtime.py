@@ -5,12 +5,16 @@ import torch
 from segnet import runtime
 
 
-@pytest.mark.parametrize("capability, expected", [("AVX512", True), ("AVX512_VNNI", True), ("AVX2", False),
-                                                  ("DEFAULT", False), ("", False)])
+@pytest.mark.parametrize("capability, expected", [("AVX512", True), ("AVX512_VNNI", True), ("AVX2", True),
+                                                  ("DEFAULT", True), ("", True)])
 def test_channels_last_auto_follows_the_cpu_isa(monkeypatch, capability, expected):
     monkeypatch.setattr(runtime, "cpu_capability", lambda: capability)
     cpu = torch.device("cpu")
     assert runtime.resolve_channels_last("auto", cpu, torch.float32) is expected
+    # without AVX512, NHWC only pays with the GEMM weight gradient, which is fp32 only
+    avx512 = capability.startswith("AVX512")
+    assert runtime.resolve_channels_last("auto", cpu, torch.float32, "onednn") is avx512
+    assert runtime.resolve_channels_last("auto", cpu, torch.bfloat16) is avx512
     assert runtime.resolve_channels_last("auto", torch.device("cuda"), torch.bfloat16) is True
 
 
@@ -25,6 +29,8 @@ def test_channels_last_explicit_and_stored_values():
 
 def test_setup_on_this_machine_reports_what_it_chose():
     rt = runtime.setup("cpu", "float32", "auto")
-    assert rt.channels_last is runtime.cpu_capability().startswith("AVX512")
+    avx512 = runtime.cpu_capability().startswith("AVX512")
+    assert rt.channels_last is True and rt.gemm_wgrad is not avx512
+    assert rt.layout == "channels_last" + ("" if avx512 else ", GEMM weight gradients")
     line = runtime.hardware_line(torch.device("cpu"))
     assert line.startswith("CPU ") and "bf16" in line and torch.__version__ in line
