@@ -66,7 +66,8 @@ def main(argv=None):
     with user_errors():
         model, ckpt = model_from_checkpoint(ckpt_path)
         config = {**ckpt["config"], **({"data_root": args["data_root"]} if args["data_root"] else {})}
-        rt = runtime.setup(args["device"], args["dtype"], "auto")  # the layout of this machine, not the run's
+        # the layout of this machine, not the run's
+        rt = runtime.setup(args["device"], args["dtype"], "auto", kernel_size=model.spec.kernel_size)
         model = rt.place(model)
     if args["video"]:
         return video_mode(args, ckpt_path, model, ckpt, rt)

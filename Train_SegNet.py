@@ -69,7 +69,7 @@ log_interval = 10            # iterations between progress-bar updates (each cos
 # system
 device = "auto"              # auto | cpu | cuda | cuda:N
 dtype = "auto"               # auto (bf16 on AMX/AVX512-BF16 CPUs and new GPUs, fp16 on old GPUs) | float32 | bfloat16 | float16
-channels_last = "auto"       # NHWC memory format: auto (NHWC on GPUs and AVX512 CPUs, and on AVX2-only CPUs in fp32 with GEMM weight gradients) | true | false
+channels_last = "auto"       # NHWC memory format: auto (NHWC on GPUs and AVX512 CPUs, and on AVX2-only CPUs in fp32 with GEMM weight gradients for 3x3 models) | true | false
 conv_wgrad = "auto"          # conv weight gradients: auto (GEMMs for fp32 NHWC on CPUs without AVX512, else oneDNN) | gemm | onednn
 compile = False              # torch.compile the model
 sync_bn = False              # SyncBatchNorm across processes under torchrun
@@ -102,7 +102,7 @@ def main(argv=None):
     with user_errors():
         config, ckpt = configure(argv)
         rt = runtime.setup(config["device"], config["dtype"], config["channels_last"], distributed=True,
-                           conv_wgrad=config["conv_wgrad"])
+                           conv_wgrad=config["conv_wgrad"], kernel_size=SPECS[config["model"]].kernel_size)
     torch.manual_seed(config["seed"])
     log = print if rt.master else (lambda *a, **k: None)
     log(f"config:\n{format_config(config)}")
@@ -264,7 +264,7 @@ def train(step_model, net, optimizer, data, config, rt, state, tb, log):
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
     elapsed = time.time() - t0
-    log(f"trained {state.iter - n0} iterations in {elapsed:.0f} s "
+    log(f"trained {state.iter - n0} iterations in {elapsed:.1f} s "
         f"({(state.iter - n0) * bs * rt.world / max(elapsed, 1e-9):.2f} img/s)")
     return 0
 

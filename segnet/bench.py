@@ -39,9 +39,11 @@ PAPER = {"forward_ms": 422.50, "backward_ms": 488.71, "train_memory_mb": 6803, "
 PAPER["train_images_per_s"] = 1000.0 / (PAPER["forward_ms"] + PAPER["backward_ms"])
 PAPER["infer_images_per_s"] = 1000.0 / PAPER["forward_ms"]
 
-# The issue's targets on the 2-core CPU (ratio, at least).
+# The issues' targets on the 2-core CPU (ratio, at least): with native bf16 (or a GPU) the speed-ups of
+# the earlier performance issue; on an fp32-only CPU issue #13's aim (never slower, at least 1.1x).
 TARGETS = {"train_speedup": 2.5, "infer_speedup": 2.5, "whole_process_speedup": 2.5,
            "loader_vs_training": 3.0, "decode_speedup": 10.0}
+FP32_ONLY_SPEEDUP = 1.1
 
 SCORE_SECONDS = 60  # scoring the 233-image CamVid test split, the paper's BF included
 
@@ -55,7 +57,7 @@ def _train_defaults():
 
 
 # -- the whole process: Train_SegNet.py vs the straightforward loop ----------------------------
-TRAINED = re.compile(r"trained (\d+) iterations in (\d+) s \(([\d.]+) img/s\)")
+TRAINED = re.compile(r"trained (\d+) iterations in ([\d.]+) s \(([\d.]+) img/s\)")
 
 
 def bench_whole_process(args, data_root, device):
@@ -90,9 +92,10 @@ def bench_whole_process(args, data_root, device):
             m = TRAINED.search(proc.stdout)
             if m is None or int(m.group(1)) != n or float(m.group(3)) <= 0:
                 raise RuntimeError(f"{name}: no 'trained {n} iterations in S s (X img/s)' line in its output")
-            rate = float(m.group(3))
+            # img/s from the seconds (0.1 s): the printed img/s has 2 decimals, 5% at 0.2 img/s
+            rate = n * b / float(m.group(2)) if float(m.group(2)) > 0 else float(m.group(3))
             runs[name] = {"iters": n, "s_per_iter": b / rate, "images_per_s": rate, "trained_line": m.group(0),
-                          "trained_images_per_s": rate, "process_s": process_s,
+                          "trained_images_per_s": float(m.group(3)), "process_s": process_s,
                           "command": " ".join(["python"] + cmd[1:])}
     speedup = runs["repo"]["images_per_s"] / runs["straightforward"]["images_per_s"]
     return {"iters": n, "batch_size": b, **runs, "speedup": speedup, "trained_line_speedup": speedup,
@@ -420,8 +423,10 @@ def main(argv=None):
         "decode_speedup": {"what": "colour-mask decode, lookup table vs per-class loop",
                            "value": res["decode"]["speedup"]},
     }
+    fp32_only = device.type == "cpu" and not res["machine"]["cpu_native_bf16"]
     for key, t in res["targets"].items():
-        t["at_least"] = TARGETS[key]
+        t["at_least"] = FP32_ONLY_SPEEDUP if fp32_only and key.endswith("speedup") and key != "decode_speedup" \
+            else TARGETS[key]
         t["met"] = None if t["value"] is None else t["value"] >= t["at_least"]
 
     print()

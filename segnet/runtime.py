@@ -60,11 +60,12 @@ def cpu_capability():
         return ""
 
 
-def resolve_channels_last(value, device, dtype, conv_wgrad="auto"):
+def resolve_channels_last(value, device, dtype, conv_wgrad="auto", kernel_size=3):
     """NHWC or NCHW. auto, from measurements (README "Performance"): NHWC on CUDA (tensor cores),
     on AVX512 CPUs (a Xeon with AMX: training 1.15x in fp32, 1.83x in bf16), and on AVX2-only CPUs
-    in fp32 with the GEMM weight gradient (an AMD EPYC: 1.09x over NCHW per step; with oneDNN's
-    own NHWC weight gradient NHWC trained 30-34% slower, so conv_wgrad=onednn keeps NCHW there).
+    in fp32 with the GEMM weight gradient for 3x3 models (an AMD EPYC: SegNet 1.08x over NCHW per
+    step; with oneDNN's own NHWC weight gradient 30-34% slower, so conv_wgrad=onednn keeps NCHW
+    there; SegNet-Basic's 7x7 convs are 5% slower in NHWC there, so `kernel_size` > 3 keeps NCHW).
     A checkpoint's stored bool is kept."""
     if isinstance(value, bool):
         return value
@@ -74,7 +75,7 @@ def resolve_channels_last(value, device, dtype, conv_wgrad="auto"):
         raise ValueError(f"channels_last={value}: expected one of {', '.join(CHANNELS_LAST_CHOICES)}")
     if device.type == "cuda" or cpu_capability().startswith("AVX512"):
         return True
-    return device.type == "cpu" and dtype == torch.float32 and conv_wgrad != "onednn"
+    return device.type == "cpu" and dtype == torch.float32 and conv_wgrad != "onednn" and kernel_size <= 3
 
 
 CONV_WGRAD_CHOICES = ("auto", "gemm", "onednn")
@@ -152,7 +153,7 @@ class Runtime:
         return loader_kwargs(self.device, num_workers)
 
 
-def setup(device="auto", dtype="auto", channels_last="auto", distributed=False, conv_wgrad="auto"):
+def setup(device="auto", dtype="auto", channels_last="auto", distributed=False, conv_wgrad="auto", kernel_size=3):
     """Resolve the device, autocast dtype and memory format, make the GradScaler (fp16 on CUDA only), set the
     backend flags (cuDNN autotuning, TF32 matmuls and convolutions on CUDA) and, with `distributed`
     under torchrun (WORLD_SIZE > 1), join the process group: NCCL on CUDA, gloo on CPU."""
@@ -170,7 +171,7 @@ def setup(device="auto", dtype="auto", channels_last="auto", distributed=False, 
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    cl = resolve_channels_last(channels_last, dev, amp_dtype, conv_wgrad)
+    cl = resolve_channels_last(channels_last, dev, amp_dtype, conv_wgrad, kernel_size)
     return Runtime(dev, amp_dtype, scaler, cl, rank, local_rank, world,
                    resolve_conv_wgrad(conv_wgrad, dev, amp_dtype, cl))
 

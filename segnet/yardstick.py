@@ -106,7 +106,7 @@ def straightforward_train(data_root, batch_size, height, width, iters, workers, 
                 if it >= n:
                     break
     elapsed = time.time() - t0
-    print(f"trained {it} iterations in {elapsed:.0f} s ({it * b / elapsed:.2f} img/s)")  # as Train_SegNet.py
+    print(f"trained {it} iterations in {elapsed:.1f} s ({it * b / elapsed:.2f} img/s)")  # as Train_SegNet.py
 
 
 OPTIONS = {

@@ -15,6 +15,7 @@ def test_channels_last_auto_follows_the_cpu_isa(monkeypatch, capability, expecte
     avx512 = capability.startswith("AVX512")
     assert runtime.resolve_channels_last("auto", cpu, torch.float32, "onednn") is avx512
     assert runtime.resolve_channels_last("auto", cpu, torch.bfloat16) is avx512
+    assert runtime.resolve_channels_last("auto", cpu, torch.float32, kernel_size=7) is avx512  # SegNet-Basic
     assert runtime.resolve_channels_last("auto", torch.device("cuda"), torch.bfloat16) is True
 
 
