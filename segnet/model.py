@@ -82,7 +82,7 @@ class Conv2d(nn.Conv2d):
     gemm_weight_grad = False
 
     def forward(self, x):
-        if self.gemm_weight_grad and wgrad.applies(self, x):
+        if self.gemm_weight_grad and self.training and wgrad.applies(self, x):
             return wgrad.conv2d(x, self)
         return super().forward(x)
 
