@@ -1,0 +1,132 @@
+"""Where a training step's time goes on this machine: torch.profiler's operators and oneDNN's
+kernels (ONEDNN_VERBOSE) for one configuration, resolved as Train_SegNet.py resolves it.
+
+    python -m segnet.profile                                     # the default: full SegNet, 360x480, batch 2
+    python -m segnet.profile --channels_last=false               # NCHW on this machine
+    python -m segnet.profile --conv_wgrad=onednn --channels_last=true --model=segnet_basic --height=180 --width=240 --batch_size=4
+
+Prints the operators by self CPU time over `--steps` profiled steps (after one warm-up), then
+oneDNN's primitives (convolution forward / backward_data / backward_weights, layout reorders)
+summed by implementation, from one step in a child process with ONEDNN_VERBOSE=1 (the variable
+must be set before torch loads). README "Performance" shows what this found on an AVX2-only CPU.
+"""
+import collections
+import json
+import os
+import subprocess
+import sys
+import time
+
+OPTIONS = {
+    "model": "segnet",          # segnet | segnet_basic | segnet_lite
+    "height": 360,
+    "width": 480,
+    "batch_size": 2,
+    "dtype": "auto",            # as Train_SegNet.py: auto | float32 | bfloat16 | float16
+    "channels_last": "auto",    # auto | true | false
+    "conv_wgrad": "auto",       # auto | gemm | onednn
+    "steps": 2,                 # profiled steps (after one warm-up)
+    "rows": 15,                 # operators shown
+    "onednn": True,             # also the oneDNN kernel summary (a child process)
+    "_child": "",               # internal: one step under ONEDNN_VERBOSE=1
+}
+MINIMUMS = {"height": 8, "width": 8, "batch_size": 1, "steps": 1, "rows": 1}
+
+
+def make_step(opts):
+    """The model, data and one training step of `opts`, set up as Train_SegNet.py sets them up."""
+    import torch
+
+    from . import engine, runtime
+    from .model import SPECS, SegNet
+    spec = SPECS[opts["model"]]
+    rt = runtime.setup("cpu", opts["dtype"], opts["channels_last"], conv_wgrad=opts["conv_wgrad"],
+                       kernel_size=spec.kernel_size)
+    torch.manual_seed(0)
+    model = rt.place(SegNet(11, spec=opts["model"])).train()
+    images = rt.images(torch.rand(opts["batch_size"], 3, opts["height"], opts["width"]))
+    masks = torch.randint(0, 11, (opts["batch_size"], opts["height"], opts["width"]))
+    optimizer = engine.make_optimizer("sgd", model, 0.001, 0.9, 0.0005)
+
+    def step():
+        return engine.train_step(model, images, masks, optimizer, rt.scaler, rt.device, rt.dtype)
+    return rt, step
+
+
+def onednn_summary(text):
+    """{(primitive, implementation, propagation): [calls, ms]} from ONEDNN_VERBOSE=1 output."""
+    out = collections.defaultdict(lambda: [0, 0.0])
+    for line in text.splitlines():
+        f = line.split(",")
+        # onednn_verbose,v1,primitive,exec,cpu,<primitive>,<impl>,<prop>,<formats>,...,<ms>
+        if len(f) > 8 and f[0] == "onednn_verbose" and "exec" in f[:4]:
+            i = f.index("exec")
+            try:
+                ms = float(f[-1])
+            except ValueError:
+                continue
+            key = (f[i + 2], f[i + 3], f[i + 4])
+            out[key][0] += 1
+            out[key][1] += ms
+    return dict(out)
+
+
+def _child(opts):
+    _, step = make_step(opts)
+    step()  # only this step's primitives are printed (the parent runs us with one step)
+    return 0
+
+
+def main(argv=None):
+    from .config import help_text, parse_overrides, wants_help
+    from .errors import UserError
+    from .model import SPECS
+    from .runtime import CHANNELS_LAST_CHOICES, CONV_WGRAD_CHOICES, DTYPE_CHOICES
+    argv = sys.argv[1:] if argv is None else argv
+    if wants_help(argv):
+        print(help_text(__doc__, OPTIONS))
+        return 0
+    opts = parse_overrides(OPTIONS, argv, presets={}, minimums=MINIMUMS,
+                           choices={"model": tuple(SPECS), "dtype": DTYPE_CHOICES,
+                                    "channels_last": CHANNELS_LAST_CHOICES, "conv_wgrad": CONV_WGRAD_CHOICES})
+    if opts["_child"]:
+        return _child(json.loads(opts["_child"]))
+    try:
+        rt, step = make_step(opts)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from .runtime import hardware_line
+    print(f"{opts['model']} {opts['height']}x{opts['width']}, batch {opts['batch_size']}, training step, "
+          f"autocast {rt.dtype_name}, {rt.layout}; {hardware_line(rt.device)}, {torch.get_num_threads()} threads")
+    step()
+    t = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(opts["steps"]):
+            step()
+    per_step = (time.perf_counter() - t) / opts["steps"]
+    print(f"{per_step:.3f} s per step under the profiler ({opts['steps']} steps)\n")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=opts["rows"],
+                                    max_name_column_width=44))
+    if opts["onednn"]:
+        child = {k: v for k, v in opts.items() if k != "_child"}
+        proc = subprocess.run([sys.executable, "-m", "segnet.profile", f"--_child={json.dumps(child)}"],
+                              capture_output=True, text=True, env={**os.environ, "ONEDNN_VERBOSE": "1"})
+        if proc.returncode != 0:
+            raise UserError(f"the oneDNN child failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        summary = onednn_summary(proc.stdout)
+        if not summary:
+            print("oneDNN: no primitives reported (a build without oneDNN, or none used)")
+        else:
+            print("oneDNN primitives, one step (ONEDNN_VERBOSE=1; first step, so primitive creation is not in these times):")
+            total = sum(ms for _, ms in summary.values())
+            for (prim, impl, prop), (n, ms) in sorted(summary.items(), key=lambda kv: -kv[1][1]):
+                print(f"  {prim:12s} {impl:36s} {prop:18s} {n:4d} calls {ms:9.1f} ms  {100 * ms / total:5.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    from .errors import run_cli
+    sys.exit(run_cli(main))
