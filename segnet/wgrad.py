@@ -20,7 +20,7 @@ rounding order (tests/test_wgrad.py).
 import torch
 import torch.nn.functional as F
 
-CHUNK = 8192       # pixels per GEMM (measured: 4096-16384 within 2%; without chunks 35% slower at 64 channels)
+CHUNK = 8192       # pixels per GEMM (AVX2 EPYC: 4096-16384 within 7%; unchunked 34% slower at 64 channels)
 MIN_CHANNELS = 16  # fewer input channels (the RGB layer): oneDNN's own weight gradient is faster
 
 
