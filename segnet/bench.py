@@ -93,7 +93,8 @@ def bench_whole_process(args, data_root, device):
             if m is None or int(m.group(1)) != n or float(m.group(3)) <= 0:
                 raise RuntimeError(f"{name}: no 'trained {n} iterations in S s (X img/s)' line in its output")
             # img/s from the seconds (0.1 s): the printed img/s has 2 decimals, 5% at 0.2 img/s
-            rate = n * b / float(m.group(2)) if float(m.group(2)) > 0 else float(m.group(3))
+            seconds = float(m.group(2))
+            rate = n * b / seconds if seconds > 0 else float(m.group(3))
             runs[name] = {"iters": n, "s_per_iter": b / rate, "images_per_s": rate, "trained_line": m.group(0),
                           "trained_images_per_s": float(m.group(3)), "process_s": process_s,
                           "command": " ".join(["python"] + cmd[1:])}
@@ -257,7 +258,9 @@ MINIMUMS = {"batch_size": 1, "height": 16, "width": 16, "iters": 1, "warmup": 0,
 
 
 def parse_args(argv):
-    args = parse_overrides(OPTIONS, argv, presets={}, minimums=MINIMUMS)
+    from .runtime import CONV_WGRAD_CHOICES
+    args = parse_overrides(OPTIONS, argv, presets={}, minimums=MINIMUMS,
+                           choices={"conv_wgrad": CONV_WGRAD_CHOICES})
     if args["compile"] and args["warmup"] < 1:
         raise UserError("--compile needs --warmup >= 1 (the first call compiles)")
     return args
@@ -307,8 +310,6 @@ def main(argv=None):
     workers = defaults["num_workers"] if args["loader_workers"] < 0 else args["loader_workers"]
     args["loader_workers"] = workers
     default_dtype = str(runtime.resolve_dtype(defaults["dtype"], device)).replace("torch.", "")
-    if args["conv_wgrad"] not in runtime.CONV_WGRAD_CHOICES:
-        raise UserError(f"--conv_wgrad={args['conv_wgrad']}: expected one of {', '.join(runtime.CONV_WGRAD_CHOICES)}")
     default_cl = runtime.resolve_channels_last(defaults["channels_last"], device, runtime.DTYPES[default_dtype],
                                                defaults["conv_wgrad"])
     default_wgrad = runtime.resolve_conv_wgrad(defaults["conv_wgrad"], device, runtime.DTYPES[default_dtype], default_cl)

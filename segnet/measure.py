@@ -93,7 +93,7 @@ def measure_config(job):
         criterion = nn.CrossEntropyLoss(weight=weight, ignore_index=255)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=0.0005)
     else:  # the repo's settings, from the runtime setup Train_SegNet.py uses
-        rt = runtime.setup(job["device"], job["dtype"], job["channels_last"], conv_wgrad=job.get("conv_wgrad", "auto"))
+        rt = runtime.setup(job["device"], job["dtype"], job["channels_last"], conv_wgrad=job["conv_wgrad"])
         model = rt.place(SegNet(NUM_CLASSES))
         images = rt.images(images)
         optimizer = engine.make_optimizer("sgd", model, 0.001, 0.9, 0.0005)

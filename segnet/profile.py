@@ -79,7 +79,7 @@ def _child(opts):
 
 def main(argv=None):
     from .config import help_text, parse_overrides, wants_help
-    from .errors import UserError
+    from .errors import UserError, user_errors
     from .model import SPECS
     from .runtime import CHANNELS_LAST_CHOICES, CONV_WGRAD_CHOICES, DTYPE_CHOICES
     argv = sys.argv[1:] if argv is None else argv
@@ -91,10 +91,8 @@ def main(argv=None):
                                     "channels_last": CHANNELS_LAST_CHOICES, "conv_wgrad": CONV_WGRAD_CHOICES})
     if opts["_child"]:
         return _child(json.loads(opts["_child"]))
-    try:
+    with user_errors():
         rt, step = make_step(opts)
-    except ValueError as e:
-        raise UserError(str(e)) from None
     import torch
     from torch.profiler import ProfilerActivity, profile
 
