@@ -63,9 +63,9 @@ def cpu_capability():
 def resolve_channels_last(value, device, dtype, conv_wgrad="auto", kernel_size=3):
     """NHWC or NCHW. auto, from measurements (README "Performance"): NHWC on CUDA (tensor cores),
     on AVX512 CPUs (a Xeon with AMX: training 1.15x in fp32, 1.83x in bf16), and on AVX2-only CPUs
-    in fp32 with the GEMM weight gradient for 3x3 models (an AMD EPYC: SegNet 1.08x over NCHW per
+    in fp32 with the GEMM weight gradient for 3x3 models (an AMD EPYC: SegNet 1.07x over NCHW per
     step; with oneDNN's own NHWC weight gradient 30-34% slower, so conv_wgrad=onednn keeps NCHW
-    there; SegNet-Basic's 7x7 convs are 5% slower in NHWC there, so `kernel_size` > 3 keeps NCHW).
+    there; SegNet-Basic's 7x7 convs are 11% slower in NHWC there, so `kernel_size` > 3 keeps NCHW).
     A checkpoint's stored bool is kept."""
     if isinstance(value, bool):
         return value
