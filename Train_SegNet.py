@@ -25,7 +25,7 @@ from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS, class_weights 
 from segnet.config import format_config, help_text, parse_overrides, wants_help
 from segnet.data import SPLITS, Labelled, collate
 from segnet.data.check import check_dataset
-from segnet.errors import DataError, UserError, read_errors, run_cli, user_errors
+from segnet.errors import DataError, UserError, WorkerDied, read_errors, run_cli, user_errors
 from segnet.model import SPECS
 from segnet.report import write_curves
 
@@ -223,55 +223,54 @@ def open_run_folder(config, rt):
 # -- the training loop --------------------------------------------------------------------------
 def train(step_model, net, optimizer, data, config, rt, state, tb, log):
     """Iterations up to max_iters with a progress bar, validation and last.pt every eval_interval.
-    Ctrl-C or SIGTERM saves last.pt and returns 130; a non-finite loss stops the run (UserError)."""
+    Ctrl-C or SIGTERM (a scheduler, a closing session) saves last.pt once the step under way is done
+    and returns 130; a file that breaks or a loader worker that dies mid-run saves it too and ends in
+    a DataError; a non-finite loss stops the run without saving (UserError)."""
     max_iters, bs, out_dir = config["max_iters"], config["batch_size"], config["out_dir"]
     bar = tqdm(total=max_iters * bs * rt.world, initial=state.iter * bs * rt.world, unit="img",
                disable=not rt.master, dynamic_ncols=True, desc="train")
     loss_sum, seen, t0, n0 = torch.zeros((), device=rt.device), 0, time.time(), state.iter
-    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt) if rt.master else None
+    stops = (signal.SIGINT, signal.SIGTERM) if rt.master else (signal.SIGINT,)
     try:
-        for loss in engine.train_iterations(step_model, data.train_loader, data.sampler, bs, optimizer, rt,
-                                            data.weight, config["lr_schedule"], config["lr"], max_iters, state):
-            loss_sum += loss
-            seen += 1
-            if state.iter % config["log_interval"] == 0 or state.iter == max_iters:
-                check_finite(state, out_dir)  # the one host sync per log interval
-                bar.update(state.iter * bs * rt.world - bar.n)
-                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                                refresh=False)
-                if tb is not None:
-                    tb.add_scalar("train/loss", float(loss_sum) / seen, state.iter)
-                loss_sum.zero_()
-                seen = 0
-            if config["eval_interval"] and state.iter % config["eval_interval"] == 0 and state.iter < max_iters:
-                validate(net, optimizer, data, config, rt, state, tb, log)
+        with engine.Interrupts(stops) as interrupts:
+            for loss in engine.train_iterations(step_model, data.train_loader, data.sampler, bs, optimizer, rt,
+                                                data.weight, config["lr_schedule"], config["lr"], max_iters,
+                                                state, guard=interrupts.step):
+                loss_sum += loss
+                seen += 1
+                if state.iter % config["log_interval"] == 0 or state.iter == max_iters:
+                    check_finite(state, out_dir)  # the one host sync per log interval
+                    bar.update(state.iter * bs * rt.world - bar.n)
+                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}",
+                                    lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
+                    if tb is not None:
+                        tb.add_scalar("train/loss", float(loss_sum) / seen, state.iter)
+                    loss_sum.zero_()
+                    seen = 0
+                if config["eval_interval"] and state.iter % config["eval_interval"] == 0 \
+                        and state.iter < max_iters:
+                    validate(net, optimizer, data, config, rt, state, tb, log)
     except KeyboardInterrupt:
         if state.bad_iteration() is None:
             save(net, optimizer, data, config, rt, state, "last.pt")
             last = os.path.join(out_dir, "last.pt")
             log(f"interrupted at iteration {state.iter}: saved {last}; continue with --resume={last}")
         return 130
-    except DataError as e:  # a file broke mid-run: keep the iterations done, as Ctrl-C does
+    except DataError as e:  # a file broke, or a loader worker died, mid-run: keep the iterations done
         bar.close()
         if state.bad_iteration() is not None:
             raise
         save(net, optimizer, data, config, rt, state, "last.pt")
         last = os.path.join(out_dir, "last.pt")
-        raise DataError(f"{e}; saved {last} at iteration {state.iter}: replace the file, then "
-                        f"--resume={last}") from None
+        then = ("if memory ran out, fewer --num_workers; then" if isinstance(e, WorkerDied)
+                else "replace the file, then")
+        raise type(e)(f"{e}; saved {last} at iteration {state.iter}: {then} --resume={last}") from None
     finally:
         bar.close()  # before any message, so it starts on a line of its own
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
     elapsed = time.time() - t0
     log(f"trained {state.iter - n0} iterations in {elapsed:.1f} s "
         f"({(state.iter - n0) * bs * rt.world / max(elapsed, 1e-9):.2f} img/s)")
     return 0
-
-
-def _interrupt(signum, frame):
-    """SIGTERM (a scheduler or a closing session) stops the run as Ctrl-C does: last.pt is saved."""
-    raise KeyboardInterrupt
 
 
 def check_finite(state, out_dir):

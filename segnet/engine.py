@@ -3,12 +3,15 @@
 data order that survives a resume, the loss, one train step, the training iterations, the
 optimizer and its schedule, predictions, streaming evaluation and BatchNorm statistics."""
 import collections
+import contextlib
 import dataclasses
 import math
+import signal
 
 import torch
 import torch.nn.functional as F
 
+from .errors import WorkerDied
 from .runtime import autocast, to_device
 
 
@@ -114,26 +117,85 @@ class RunState:
 
 
 def train_iterations(model, loader, sampler, batch_size, optimizer, rt, weight, lr_schedule, base_lr,
-                     max_iters, state):
+                     max_iters, state, guard=contextlib.nullcontext):
     """Iterations (as the Caffe solver counts them) from `state.iter` to `max_iters`, yielding each
     step's loss (a device tensor) after `state` has counted it. The data order depends only on the
-    iteration (SeededSampler), so a resumed run sees what an uninterrupted one would have."""
+    iteration (SeededSampler), so a resumed run sees what an uninterrupted one would have. Each step,
+    from its learning rate to its count, runs inside `guard()` (`Interrupts.step`)."""
     per_epoch = sampler.per_rank // batch_size
     model.train()
     while state.iter < max_iters:
         sampler.set_epoch(state.iter // per_epoch, start=(state.iter % per_epoch) * batch_size)
         for images, masks in loader:
-            set_lr(optimizer, learning_rate(lr_schedule, base_lr, state.iter, max_iters))
-            images = rt.images(images)
-            masks = masks.to(rt.device, non_blocking=True)
-            loss = train_step(model, images, masks, optimizer, rt.scaler, rt.device, rt.dtype, weight)
-            state.first_bad = torch.where((state.first_bad < 0) & ~torch.isfinite(loss), state.iter + 1,
-                                          state.first_bad)
-            state.interval_loss += torch.stack([loss.float(), torch.ones((), device=rt.device)])
-            state.iter += 1
+            with guard():
+                set_lr(optimizer, learning_rate(lr_schedule, base_lr, state.iter, max_iters))
+                images = rt.images(images)
+                masks = masks.to(rt.device, non_blocking=True)
+                loss = train_step(model, images, masks, optimizer, rt.scaler, rt.device, rt.dtype, weight)
+                state.first_bad = torch.where((state.first_bad < 0) & ~torch.isfinite(loss), state.iter + 1,
+                                              state.first_bad)
+                state.interval_loss += torch.stack([loss.float(), torch.ones((), device=rt.device)])
+                state.iter += 1
             yield loss
             if state.iter >= max_iters:
                 return
+
+
+class Interrupts:
+    """Ctrl-C, SIGTERM and a DataLoader worker's death, held back while a training step is under way
+    (`with interrupts.step():`) and acted on as soon as it is done, so that a checkpoint saved on the
+    way out holds a whole number of steps (weights, optimizer, iteration and RNG agree) and resumes
+    exactly. Outside a step (waiting for a batch, validating) they act at once. A stop request
+    raises KeyboardInterrupt; a dead worker raises WorkerDied, as torch's own SIGCHLD handler would
+    have raised RuntimeError wherever the main process happened to be, mid optimizer step included.
+    Use in the main thread; `signals` are the stop requests to handle (SIGINT, SIGTERM)."""
+
+    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
+        self.signals = tuple(signals)
+        self.sigchld = getattr(signal, "SIGCHLD", None)  # not on Windows, nor is torch's handler
+        self.in_step, self.pending, self.previous = False, [], {}
+
+    def __enter__(self):
+        if self.sigchld is not None:
+            # torch installs its SIGCHLD handler once per process, with the first multi-worker loader;
+            # install it now so that it does not go on top of this one, which calls it when it is safe
+            from torch.utils.data._utils import signal_handling
+            getattr(signal_handling, "_set_SIGCHLD_handler", lambda: None)()
+        for s in self.signals + ((self.sigchld,) if self.sigchld is not None else ()):
+            self.previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        if self.in_step:
+            self.pending.append(signum)
+        else:
+            self._act(signum, frame)
+
+    def _act(self, signum, frame):
+        if signum != self.sigchld:
+            raise KeyboardInterrupt
+        check = self.previous.get(signum)
+        if callable(check):  # torch's: raises RuntimeError if one of its workers has died
+            try:
+                check(signum, frame)
+            except RuntimeError as e:
+                raise WorkerDied(str(e).strip().splitlines()[0]) from None
+
+    @contextlib.contextmanager
+    def step(self):
+        self.in_step = True
+        try:
+            yield
+        finally:
+            self.in_step = False
+        pending, self.pending = self.pending, []
+        for signum in sorted(set(pending), key=lambda s: s == self.sigchld):  # a stop request first
+            self._act(signum, None)
 
 
 # -- optimizer and schedule ---------------------------------------------------------------------

@@ -39,9 +39,18 @@ class DataError(UserError):
     """A file of the data set could not be read mid-run (the training loop saves last.pt first)."""
 
 
+class WorkerDied(DataError):
+    """A DataLoader worker process ended without being asked to (killed from outside, or by the
+    out-of-memory killer): nothing is wrong with the data, the loader has to be started again."""
+
+
+WORKER_DIED = "DataLoader worker (pid"  # how torch's messages for a dead worker begin (dataloader.py)
+
+
 class read_errors:
     """Iterate `loader`, turning what reading a batch raises (an unreadable or corrupt file, in this
-    process or in a worker) into a DataError; errors in the caller's loop body are left alone."""
+    process or in a worker) into a DataError, and a worker's death into WorkerDied; errors in the
+    caller's loop body are left alone."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -56,6 +65,10 @@ class read_errors:
                 batch = next(batches, None)
             except INPUT_ERRORS as e:
                 raise DataError(one_line(e)) from None
+            except RuntimeError as e:
+                if not str(e).startswith(WORKER_DIED):
+                    raise
+                raise WorkerDied(one_line(e)) from None
             if batch is None:
                 return
             yield batch

@@ -1,6 +1,9 @@
-"""The pre-flight data check (the first bad file is named before any iteration runs), and a file
-that breaks mid-run (last.pt is saved first, as Ctrl-C does)."""
+"""The pre-flight data check (the first bad file is named before any iteration runs), a file that
+breaks mid-run and a loader worker that dies mid-run (last.pt is saved first, as Ctrl-C does)."""
+import os
 import pathlib
+import re
+import signal
 import subprocess
 import sys
 
@@ -13,7 +16,7 @@ from helpers import make_tutorial_camvid
 from segnet.data import CamVid
 from segnet.data import camvid as camvid_module
 from segnet.data.check import check_dataset
-from segnet.errors import UserError
+from segnet.errors import UserError, WorkerDied
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -105,3 +108,33 @@ def test_a_file_that_breaks_mid_run_keeps_a_resumable_last_pt(tmp_path, monkeypa
     monkeypatch.setattr(camvid_module.CamVid, "load_image", real)  # the file is replaced
     assert Train_SegNet.main([f"--resume={run / 'last.pt'}", "--max_iters=8", "--num_workers=0"]) == 0
     assert torch.load(run / "last.pt", weights_only=True)["iter"] == 8
+
+
+def test_a_loader_worker_killed_mid_run_keeps_a_resumable_last_pt(tmp_path, monkeypatch):
+    """The out-of-memory killer (or a stray `pkill`) ends a DataLoader worker: torch's SIGCHLD handler
+    would raise wherever the main process is, mid optimizer step included; the run must instead save
+    the state after a whole number of steps, say so in one line, and resume to the very weights of an
+    uninterrupted run."""
+    root = make_tutorial_camvid(tmp_path / "CamVid", sizes=(("train", 8), ("val", 2)), hw=(16, 24))
+    real, reads = camvid_module.CamVid.load_image, {"n": 0}
+
+    def killed(self, i):  # the worker is killed while it reads its 7th frame
+        reads["n"] += 1
+        if reads["n"] == 7 and torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, i)
+    monkeypatch.setattr(camvid_module.CamVid, "load_image", killed)
+    run = tmp_path / "run"
+    with pytest.raises(WorkerDied) as e:
+        Train_SegNet.main(tiny(root, run, "--max_iters=8", "--num_workers=1"))
+    message = str(e.value)
+    assert "DataLoader worker" in message and "killed by signal" in message or "exited unexpectedly" in message
+    assert "\n" not in message and f"--resume={run / 'last.pt'}" in message and "num_workers" in message
+    saved = int(re.search(r"at iteration (\d+)", message).group(1))
+    assert 1 <= saved <= 3 and torch.load(run / "last.pt", weights_only=True)["iter"] == saved
+    monkeypatch.setattr(camvid_module.CamVid, "load_image", real)
+    assert Train_SegNet.main([f"--resume={run / 'last.pt'}", "--max_iters=8", "--num_workers=0"]) == 0
+    assert Train_SegNet.main(tiny(root, tmp_path / "straight", "--max_iters=8")) == 0
+    a = torch.load(run / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,5 +1,6 @@
 import math
 import os
+import signal
 import subprocess
 import sys
 
@@ -171,6 +172,49 @@ def test_ctrl_c_saves_last_and_exits_cleanly(camvid, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "train_step", step)
     assert Train_SegNet.main(tiny_args(camvid, tmp_path / "run", "--max_iters=10")) == 130
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iter"] == 2
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_request_mid_step_saves_after_the_step(camvid, tmp_path, monkeypatch, signum):
+    """SIGTERM or Ctrl-C arriving while step 3 updates the weights: last.pt must hold the state after
+    3 whole steps, the weights of an uninterrupted 3-iteration run (it held 3 steps' weights labelled
+    iteration 2 when the handler raised at once)."""
+    calls = {"n": 0}
+    real = engine.train_step
+
+    def step(*a, **k):
+        loss = real(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 3:  # the optimizer has stepped, the iteration is not counted yet
+            os.kill(os.getpid(), signum)
+        return loss
+    monkeypatch.setattr(engine, "train_step", step)
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
+    assert Train_SegNet.main(tiny_args(camvid, tmp_path / "run", "--max_iters=10")) == 130
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == handlers  # given back
+    monkeypatch.setattr(engine, "train_step", real)
+    assert Train_SegNet.main(tiny_args(camvid, tmp_path / "straight", "--max_iters=3")) == 0
+    a = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    assert a["iter"] == b["iter"] == 3
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    momenta = [(a["optimizer"]["state"][i], b["optimizer"]["state"][i]) for i in b["optimizer"]["state"]]
+    assert momenta and all(torch.equal(x["momentum_buffer"], y["momentum_buffer"]) for x, y in momenta)
+
+
+def test_interrupts_hold_a_stop_until_the_step_is_done():
+    before = signal.getsignal(signal.SIGTERM)
+    done = []
+    with engine.Interrupts((signal.SIGTERM,)) as interrupts:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.step():
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("rest of the step")  # runs: the stop waits for the step's end
+        assert done == ["rest of the step"]
+        with pytest.raises(KeyboardInterrupt):  # outside a step it acts at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            done.append("never")
+    assert done == ["rest of the step"] and signal.getsignal(signal.SIGTERM) is before
 
 
 def test_nan_loss_stops_and_keeps_last_good(camvid, tmp_path, monkeypatch):
