@@ -7,7 +7,6 @@ import io
 import socket
 import threading
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
