@@ -119,7 +119,14 @@ def main(argv=None):
 
     if train(step_model, net, optimizer, data, config, rt, state, tb, log) != 0:
         return 130  # interrupted: last.pt saved
-    final = finish(net, optimizer, data, config, rt, state, tb, log)
+    save(net, optimizer, data, config, rt, state, "last.pt")  # the final evaluation may take a while
+    try:
+        final = finish(net, optimizer, data, config, rt, state, tb, log)
+    except KeyboardInterrupt:
+        last = os.path.join(config["out_dir"], "last.pt")
+        log(f"interrupted in the final evaluation: {last} holds iteration {state.iter}; --resume={last} "
+            f"runs the evaluation again")
+        return 130
     log(f"done: {config['out_dir']}/last.pt (final {config['eval_split']} mIoU {100 * final['mean_iou']:.2f}), "
         f"best.pt ({config['best_metric']} {100 * state.best:.2f})")
     return 0

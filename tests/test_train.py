@@ -202,6 +202,21 @@ def test_a_stop_request_mid_step_saves_after_the_step(camvid, tmp_path, monkeypa
     assert momenta and all(torch.equal(x["momentum_buffer"], y["momentum_buffer"]) for x, y in momenta)
 
 
+def test_ctrl_c_in_the_final_evaluation_keeps_the_last_iteration(camvid, tmp_path, monkeypatch):
+    real = engine.evaluate
+
+    def evaluate(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(engine, "evaluate", evaluate)
+    run = tmp_path / "run"
+    assert Train_SegNet.main(tiny_args(camvid, run, "--max_iters=3")) == 130
+    assert torch.load(run / "last.pt", weights_only=True)["iter"] == 3  # not the iterations since the start
+    monkeypatch.setattr(engine, "evaluate", real)
+    assert Train_SegNet.main([f"--resume={run / 'last.pt'}", "--num_workers=0"]) == 0  # evaluates only
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert ck["iter"] == 3 and "mean_iou" in ck["metrics"] and (run / "best.pt").exists()
+
+
 def test_interrupts_hold_a_stop_until_the_step_is_done():
     before = signal.getsignal(signal.SIGTERM)
     done = []
