@@ -258,6 +258,7 @@ def train(step_model, net, optimizer, data, config, rt, state, tb, log):
                         and state.iter < max_iters:
                     validate(net, optimizer, data, config, rt, state, tb, log)
     except KeyboardInterrupt:
+        bar.close()  # the message on a line of its own
         if state.bad_iteration() is None:
             save(net, optimizer, data, config, rt, state, "last.pt")
             last = os.path.join(out_dir, "last.pt")
