@@ -234,12 +234,12 @@ def train(step_model, net, optimizer, data, config, rt, state, tb, log):
     and returns 130; a file that breaks or a loader worker that dies mid-run saves it too and ends in
     a DataError; a non-finite loss stops the run without saving (UserError)."""
     max_iters, bs, out_dir = config["max_iters"], config["batch_size"], config["out_dir"]
-    bar = tqdm(total=max_iters * bs * rt.world, initial=state.iter * bs * rt.world, unit="img",
-               disable=not rt.master, dynamic_ncols=True, desc="train")
     loss_sum, seen, t0, n0 = torch.zeros((), device=rt.device), 0, time.time(), state.iter
     stops = (signal.SIGINT, signal.SIGTERM) if rt.master else (signal.SIGINT,)
-    try:
-        with engine.Interrupts(stops) as interrupts:
+    try:  # the bar closes on the way out, so any message after it starts on a line of its own
+        with tqdm(total=max_iters * bs * rt.world, initial=state.iter * bs * rt.world, unit="img",
+                  disable=not rt.master, dynamic_ncols=True, desc="train") as bar, \
+                engine.Interrupts(stops) as interrupts:
             for loss in engine.train_iterations(step_model, data.train_loader, data.sampler, bs, optimizer, rt,
                                                 data.weight, config["lr_schedule"], config["lr"], max_iters,
                                                 state, guard=interrupts.step):
@@ -258,14 +258,12 @@ def train(step_model, net, optimizer, data, config, rt, state, tb, log):
                         and state.iter < max_iters:
                     validate(net, optimizer, data, config, rt, state, tb, log)
     except KeyboardInterrupt:
-        bar.close()  # the message on a line of its own
         if state.bad_iteration() is None:
             save(net, optimizer, data, config, rt, state, "last.pt")
             last = os.path.join(out_dir, "last.pt")
             log(f"interrupted at iteration {state.iter}: saved {last}; continue with --resume={last}")
         return 130
     except DataError as e:  # a file broke, or a loader worker died, mid-run: keep the iterations done
-        bar.close()
         if state.bad_iteration() is not None:
             raise
         save(net, optimizer, data, config, rt, state, "last.pt")
@@ -273,8 +271,6 @@ def train(step_model, net, optimizer, data, config, rt, state, tb, log):
         then = ("if memory ran out, fewer --num_workers; then" if isinstance(e, WorkerDied)
                 else "replace the file, then")
         raise type(e)(f"{e}; saved {last} at iteration {state.iter}: {then} --resume={last}") from None
-    finally:
-        bar.close()  # before any message, so it starts on a line of its own
     elapsed = time.time() - t0
     log(f"trained {state.iter - n0} iterations in {elapsed:.1f} s "
         f"({(state.iter - n0) * bs * rt.world / max(elapsed, 1e-9):.2f} img/s)")

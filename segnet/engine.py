@@ -11,7 +11,7 @@ import signal
 import torch
 import torch.nn.functional as F
 
-from .errors import WorkerDied
+from .errors import WorkerDied, one_line
 from .runtime import autocast, to_device
 
 
@@ -184,7 +184,7 @@ class Interrupts:
             try:
                 check(signum, frame)
             except RuntimeError as e:
-                raise WorkerDied(str(e).strip().splitlines()[0]) from None
+                raise WorkerDied(one_line(e)) from None
 
     @contextlib.contextmanager
     def step(self):
