@@ -60,7 +60,10 @@ def test_train_step_under_each_autocast_dtype(dtype):
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
 
 
-def test_channels_last_matches_nchw():
+def test_channels_last_matches_nchw(monkeypatch):
+    # fp32 for real: with TF32 convolutions (cuDNN's default) the two layouts pick different
+    # kernels, and through an untrained net's 26 layers the rounding grew to 0.06 on an H100
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     device = torch.device("cuda")
     torch.manual_seed(0)
     model = SegNet(5, spec="segnet_lite").to(device).eval()
@@ -70,7 +73,7 @@ def test_channels_last_matches_nchw():
         model = model.to(memory_format=torch.channels_last)
         out = model(x.contiguous(memory_format=torch.channels_last))
     assert out.shape == ref.shape == (2, 5, 45, 61)
-    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)  # TF32 may differ in the last bits
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_resume_on_the_gpu_continues_exactly(camvid, tmp_path):
