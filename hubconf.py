@@ -51,7 +51,7 @@ def segnet(num_classes=11, pretrained=False, **kw):
 
 def segnet_basic(num_classes=11, pretrained=False, **kw):
     """SegNet-Basic (TPAMI 2017, Table 1): 4 + 4 stages of 7x7 convs, 1.4M parameters; pretrained
-    on CamVid-11 at 180x240 by this repo (input: RGB in 0..255, no mean subtraction)."""
+    on CamVid-11 at 360x480 by this repo (input: RGB in 0..255, no mean subtraction)."""
     return _build("segnet_basic", num_classes, pretrained, **kw)
 
 
