@@ -36,7 +36,7 @@ DEFAULTS = {
     "out_dir": "",       # "" = <checkpoint folder>/eval-<split> (or predict/)
     "batch_size": 4,
     "device": "auto",    # auto | cpu | cuda | cuda:N
-    "dtype": "auto",     # auto (bf16 on AMX/AVX512-BF16 CPUs and new GPUs, fp16 on old GPUs) | float32 | bfloat16 | float16
+    "dtype": "float32",  # float32 (TF32 off: the same figures on every machine) | auto (bf16/fp16 where fast) | bfloat16 | float16
     "num_workers": 2,
     "mc_samples": 0,     # > 0: Bayesian SegNet, average N dropout samples and save uncertainty maps
     "images": "",        # predict mode: a folder or file of images without labels
@@ -67,7 +67,8 @@ def main(argv=None):
         model, ckpt = model_from_checkpoint(ckpt_path)
         config = {**ckpt["config"], **({"data_root": args["data_root"]} if args["data_root"] else {})}
         # the layout of this machine, not the run's
-        rt = runtime.setup(args["device"], args["dtype"], "auto", kernel_size=model.spec.kernel_size)
+        rt = runtime.setup(args["device"], args["dtype"], "auto", kernel_size=model.spec.kernel_size,
+                           tf32=args["dtype"] != "float32")
         model = rt.place(model)
     if args["video"]:
         return video_mode(args, ckpt_path, model, ckpt, rt)

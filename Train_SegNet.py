@@ -230,7 +230,7 @@ def open_run_folder(config, rt):
 # -- the training loop --------------------------------------------------------------------------
 def train(step_model, net, optimizer, data, config, rt, state, tb, log):
     """Iterations up to max_iters with a progress bar, validation and last.pt every eval_interval.
-    Ctrl-C or SIGTERM (a scheduler, a closing session) saves last.pt once the step under way is done
+    Ctrl-C or SIGTERM (a job scheduler, a closing terminal) saves last.pt once the step under way is done
     and returns 130; a file that breaks or a loader worker that dies mid-run saves it too and ends in
     a DataError; a non-finite loss stops the run without saving (UserError)."""
     max_iters, bs, out_dir = config["max_iters"], config["batch_size"], config["out_dir"]
@@ -287,7 +287,7 @@ def check_finite(state, out_dir):
 def validate(net, optimizer, data, config, rt, state, tb, log):
     """Score the validation split, log it (metrics.csv, curves.png, TensorBoard), save last.pt and,
     when it improves best_metric, best.pt. Returns the metrics.csv row."""
-    if config.get("bn_recompute_val"):  # the running averages lag at high learning rates (README)
+    if config["bn_recompute_val"]:  # the running averages lag at high learning rates (README)
         recompute_bn(net, data, config, rt)
     elif rt.ddp:  # BN running statistics are per rank; every rank evaluates rank 0's, the saved ones
         for b in net.buffers():
@@ -346,7 +346,7 @@ def recompute_bn(net, data, config, rt):
 # -- the end of a run ---------------------------------------------------------------------------
 def finish(net, optimizer, data, config, rt, state, tb, log):
     """compute_bn_statistics.py (BN statistics over the training set), then the final validation."""
-    if config["bn_recompute"] and not config.get("bn_recompute_val"):  # else validate() does it
+    if config["bn_recompute"] and not config["bn_recompute_val"]:  # else validate() does it
         log("recomputing BatchNorm statistics over the training set (compute_bn_statistics.py)")
         recompute_bn(net, data, config, rt)
     final = validate(net, optimizer, data, config, rt, state, tb, log)

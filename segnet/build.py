@@ -35,7 +35,7 @@ def _camvid(config, split, transforms):
 def _multidigit_mnist(config, split, transforms):
     if config["num_classes"] != 11:
         raise ValueError(f"multidigit_mnist has 11 classes (background + 10 digits), not {config['num_classes']}")
-    return MultiDigitMNIST(config["data_root"], split, transforms=transforms, download=config.get("download", False))
+    return MultiDigitMNIST(config["data_root"], split, transforms=transforms, download=config["download"])
 
 
 DATASETS = {"camvid": _camvid, "multidigit_mnist": _multidigit_mnist}
@@ -44,7 +44,7 @@ DATASETS = {"camvid": _camvid, "multidigit_mnist": _multidigit_mnist}
 def build_dataset(config, split, train):
     """The data set for `split`, with training (`train=True`) or evaluation transforms."""
     h, w, norm = config["height"], config["width"], resolve_normalize(config)
-    t = (train_transforms(h, w, norm, hflip=config.get("hflip", False), scale_min=config.get("scale_min", 1.0))
+    t = (train_transforms(h, w, norm, hflip=config["hflip"], scale_min=config["scale_min"])
          if train else eval_transforms(h, w, norm))
     if config["dataset"] not in DATASETS:
         raise ValueError(f"dataset={config['dataset']!r}: expected one of {', '.join(DATASETS)}")
@@ -55,8 +55,8 @@ def build_model(config, init=True):
     """SegNet from the config; `init` loads the encoder's ImageNet weights when asked."""
     if config["model"] not in SPECS:
         raise ValueError(f"model={config['model']!r}: expected one of {sorted(SPECS)}")
-    model = SegNet(config["num_classes"], 3, spec=config["model"], bayesian=config.get("bayesian", False),
-                   dropout=config.get("dropout", 0.5))
+    model = SegNet(config["num_classes"], 3, spec=config["model"], bayesian=config["bayesian"],
+                   dropout=config["dropout"])
     if init and config["init_encoder"] != "none":
         if config["model"] != "segnet":
             raise ValueError(f"init_encoder={config['init_encoder']} needs model=segnet (the VGG16 encoder); "

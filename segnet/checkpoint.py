@@ -50,13 +50,25 @@ def _fit(path, load):
         raise ValueError(f"checkpoint {path} does not fit this model: {detail[:400]}") from None
 
 
+TRAINING_SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "Train_SegNet.py"
+
+
+def complete_config(config):
+    """A stored config with every key of Train_SegNet.py's hyperparameter block: a key the block
+    gained after the checkpoint was written takes the block's default, so library code reads every
+    key directly and the block stays the one place a default is written."""
+    from .config import script_defaults
+    return {**script_defaults(TRAINING_SCRIPT), **config}
+
+
 def model_from_checkpoint(path, ckpt=None):
-    """The model a checkpoint (or a shipped weights file) describes (its own config), with its
-    weights in fp32, on the CPU in eval mode, and the checkpoint dict. `ckpt`: the dict if already
-    loaded from `path`. Evaluation, resume and export all come through here, so a checkpoint that
-    does not fit says so in one way."""
+    """The model a checkpoint (or a shipped weights file) describes (its own config, completed by
+    complete_config), with its weights in fp32, on the CPU in eval mode, and the checkpoint dict.
+    `ckpt`: the dict if already loaded from `path`. Evaluation, resume and export all come through
+    here, so a checkpoint that does not fit says so in one way."""
     from .build import build_model
     ckpt = load_checkpoint(path, kinds=(CHECKPOINT_KIND, WEIGHTS_KIND)) if ckpt is None else ckpt
+    ckpt["config"] = complete_config(ckpt["config"])
     model = build_model(ckpt["config"], init=False)
     _fit(path, lambda: model.load_state_dict(ckpt["model"]))
     return model.eval(), ckpt

@@ -61,11 +61,10 @@ def cpu_capability():
 
 
 def resolve_channels_last(value, device, dtype, conv_wgrad="auto", kernel_size=3):
-    """NHWC or NCHW. auto, from measurements (README "Performance"): NHWC on CUDA (tensor cores),
-    on AVX512 CPUs (a Xeon with AMX: training 1.15x in fp32, 1.83x in bf16), and on AVX2-only CPUs
-    in fp32 with the GEMM weight gradient for 3x3 models (an AMD EPYC: SegNet 1.07x over NCHW per
-    step; with oneDNN's own NHWC weight gradient 30-34% slower, so conv_wgrad=onednn keeps NCHW
-    there; SegNet-Basic's 7x7 convs are 11% slower in NHWC there, so `kernel_size` > 3 keeps NCHW).
+    """NHWC or NCHW. auto picks the faster layout as measured (docs/performance.md): NHWC on CUDA
+    (tensor cores) and on AVX512 CPUs (oneDNN's NHWC kernels are faster there in fp32 and bf16); on
+    AVX2-only CPUs only in fp32 with the GEMM weight gradient for 3x3 models, since oneDNN's own NHWC
+    weight gradient is slower than NCHW there and so are 7x7 convs (`kernel_size` > 3 keeps NCHW).
     A checkpoint's stored bool is kept."""
     if isinstance(value, bool):
         return value
@@ -84,7 +83,7 @@ CONV_WGRAD_CHOICES = ("auto", "gemm", "onednn")
 def resolve_conv_wgrad(value, device, dtype, channels_last):
     """Whether convs compute their weight gradient by GEMMs (segnet.wgrad) instead of oneDNN.
     auto: yes for fp32 channels_last training on a CPU without AVX512, where oneDNN's NHWC
-    weight-gradient kernel is slow (2.5x its blocked-layout one on an AMD EPYC, AVX2 only).
+    weight-gradient kernel is much slower than its blocked-layout one (docs/performance.md).
     gemm: wherever it applies (fp32 on the CPU). onednn: never."""
     if value not in CONV_WGRAD_CHOICES:
         raise ValueError(f"conv_wgrad={value}: expected one of {', '.join(CONV_WGRAD_CHOICES)}")
@@ -153,10 +152,12 @@ class Runtime:
         return loader_kwargs(self.device, num_workers)
 
 
-def setup(device="auto", dtype="auto", channels_last="auto", distributed=False, conv_wgrad="auto", kernel_size=3):
+def setup(device="auto", dtype="auto", channels_last="auto", distributed=False, conv_wgrad="auto", kernel_size=3,
+          tf32=True):
     """Resolve the device, autocast dtype and memory format, make the GradScaler (fp16 on CUDA only), set the
-    backend flags (cuDNN autotuning, TF32 matmuls and convolutions on CUDA) and, with `distributed`
-    under torchrun (WORLD_SIZE > 1), join the process group: NCCL on CUDA, gloo on CPU."""
+    backend flags (cuDNN autotuning; TF32 matmuls and convolutions on CUDA unless `tf32` is False, which
+    evaluation asks for so that its fp32 figures are fp32's on every GPU) and, with `distributed` under
+    torchrun (WORLD_SIZE > 1), join the process group: NCCL on CUDA, gloo on CPU."""
     env = os.environ if distributed else {}
     world = int(env.get("WORLD_SIZE", 1))
     rank, local_rank = int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0))
@@ -170,7 +171,7 @@ def setup(device="auto", dtype="auto", channels_last="auto", distributed=False, 
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and dev.type == "cuda" else None
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     cl = resolve_channels_last(channels_last, dev, amp_dtype, conv_wgrad, kernel_size)
     return Runtime(dev, amp_dtype, scaler, cl, rank, local_rank, world,
                    resolve_conv_wgrad(conv_wgrad, dev, amp_dtype, cl))

@@ -112,6 +112,10 @@ def test_evaluation_and_predict_mode_agree_with_the_cpu(camvid, tmp_path):
         m[device] = json.loads((out / "metrics.json").read_text())
     assert m["cuda"]["global_accuracy"] == pytest.approx(m["cpu"]["global_accuracy"], abs=2e-3)
     assert m["cuda"]["mean_iou"] == pytest.approx(m["cpu"]["mean_iou"], abs=5e-3)
+    # by default evaluation is true fp32: TF32 off, so its figures are fp32's on any GPU
+    assert Evaluate_SegNet.main([str(run / "last.pt"), f"--out_dir={tmp_path / 'default'}", "--device=cuda",
+                                 "--num_workers=0"]) == 0
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     pred = tmp_path / "pred"
     assert Evaluate_SegNet.main([str(run / "last.pt"), f"--images={camvid / 'test'}", f"--out_dir={pred}",
                                  "--device=cuda", "--num_workers=0"]) == 0

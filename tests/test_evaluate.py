@@ -35,10 +35,12 @@ def trained(tmp_path_factory):
     return root, out
 
 
-def test_metrics_json_predictions_and_pictures(trained, tmp_path):
+def test_metrics_json_predictions_and_pictures(trained, tmp_path, capsys):
     root, ckpts = trained
     out = tmp_path / "e"
     assert Evaluate_SegNet.main([str(ckpts[False]), f"--out_dir={out}", "--num_workers=0", "--collages=2"]) == 0
+    # fp32 by default on every machine (training's dtype=auto would be bf16 on AMX / AVX512-BF16 CPUs)
+    assert "autocast float32" in capsys.readouterr().out
     m = json.loads((out / "metrics.json").read_text())
     assert KEYS <= set(m) and m["num_images"] == 4 and m["split"] == "test"
     assert set(m["per_class"]) == {"Sky", "Building", "Pole", "Road", "Sidewalk", "Tree", "SignSymbol", "Fence",
@@ -171,3 +173,18 @@ def test_model_from_checkpoint_one_message_for_a_misfit(trained, tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: checkpoint ") and "does not fit" in r.stderr
     assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
+
+
+def test_a_checkpoint_without_a_newer_key_takes_the_training_default(trained, tmp_path):
+    """Library code reads every config key directly: a checkpoint written before a key existed gets
+    the default from Train_SegNet.py's block (the one place a default is written)."""
+    from segnet.checkpoint import model_from_checkpoint
+    ckpt = torch.load(trained[1][False], weights_only=True)
+    for key in ("dropout", "bayesian", "hflip"):
+        del ckpt["config"][key]
+    old = tmp_path / "old.pt"
+    save_checkpoint(old, ckpt)
+    model, loaded = model_from_checkpoint(old)
+    assert {k: loaded["config"][k] for k in ("dropout", "bayesian", "hflip")} == \
+        {k: Train_SegNet.DEFAULTS[k] for k in ("dropout", "bayesian", "hflip")}
+    assert Evaluate_SegNet.main([str(old), f"--out_dir={tmp_path / 'e'}", "--num_workers=0", "--collages=0"]) == 0
