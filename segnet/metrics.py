@@ -246,7 +246,7 @@ def _tolerance_per_class(pred, target, num_classes, ignore_index, tol):
 
     A boundary pixel counts as matched when any boundary pixel of the other map lies within the
     tolerance (many-to-one), boundaries are mask pixels with a 4-neighbour outside the mask, and a
-    class counts when its mask is present. Reads 1-2 points above the paper's BF (README).
+    class counts when its mask is present. Reads 1-2 points above the paper's BF (docs/evaluation.md).
     """
     h, w = target.shape
     c = num_classes

@@ -1,7 +1,7 @@
 """A convolution whose weight gradient is computed by GEMMs, for fp32 training in channels_last
 on CPUs without AVX512.
 
-Why (README "Performance", measured on a 2-core AMD EPYC, AVX2 only, torch 2.14.1, oneDNN
+Why (docs/performance.md, measured on a 2-core AMD EPYC, AVX2 only, torch 2.14.1, oneDNN
 verbose and torch.profiler on a SegNet training step at 360x480): oneDNN's fp32 kernels on such a
 CPU are fast in its blocked layout (nChw8c) and in NHWC for the forward pass and the input
 gradient, but its NHWC weight-gradient kernel is 2.5x slower than the blocked one (7.8 s against

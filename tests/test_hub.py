@@ -84,7 +84,7 @@ def test_a_weights_file_evaluates_like_a_checkpoint_and_writes_the_results_card(
                                      "--num_workers=0", "--dtype=float32"]) == 0
         out[name] = json.loads((tmp_path / name / "metrics.json").read_text())
     # fp32 weights (the default): the checkpoint's predictions exactly; fp16: close (rounding flips
-    # near-ties; on the shipped model it moved test mIoU by 0.01 point, README "Pretrained weights")
+    # near-ties; on the shipped model it moved test mIoU by 0.01 point, docs/weights.md)
     assert out["weights"]["confusion_matrix"] == out["ckpt"]["confusion_matrix"]
     assert abs(out["weights16"]["global_accuracy"] - out["ckpt"]["global_accuracy"]) < 0.05
     card = (tmp_path / "weights" / "results.md").read_text()
