@@ -120,6 +120,14 @@ def serialized(save, *args, **kwargs):
     return buffer.getvalue()
 
 
+def _probe(folder):
+    """Create and remove a file in `folder` (OSError if the folder does not let us)."""
+    probe = pathlib.Path(folder) / f".write-probe.{os.getpid()}.tmp"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_writable_folder(folder, what="--out_dir"):
     """Before any work: `folder` (or, if it does not exist yet, its nearest existing parent) is a
     folder this process can create files in. Creates nothing; a probe file is made and removed.
@@ -134,11 +142,8 @@ def check_writable_folder(folder, what="--out_dir"):
         probe_in = probe_in.parent
     if not probe_in.is_dir():
         raise WriteFailed(f"{what}={folder}: {probe_in} is a file, expected a folder", errno.ENOTDIR)
-    probe = probe_in / f".write-probe.{os.getpid()}.tmp"
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        os.close(fd)
-        os.unlink(probe)
+        _probe(probe_in)
     except OSError as e:
         raise WriteFailed(f"cannot write to {what}={folder}: {e.strerror or e.__class__.__name__} "
                           f"(in {probe_in})", e.errno) from None
