@@ -131,11 +131,14 @@ def main(argv=None):
 
         if train(step_model, net, optimizer, data, config, rt, state, tb, log) != 0:
             return 130  # interrupted: last.pt saved
+        best_before = state.best_iter
         try:
             with engine.Interrupts(stop_signals(rt)):  # SIGTERM stops it as Ctrl-C does
                 save(net, optimizer, data, config, rt, state, "last.pt")  # the final evaluation may take a while
                 final = finish(net, optimizer, data, config, rt, state, tb, log)
         except KeyboardInterrupt:
+            if state.best_iter != best_before:  # it wrote best.pt: last.pt must record it
+                save(net, optimizer, data, config, rt, state, "last.pt")
             last = os.path.join(config["out_dir"], "last.pt")
             log(f"interrupted in the final evaluation: {last} holds iteration {state.iter}; --resume={last} "
                 f"runs the evaluation again")
@@ -225,12 +228,12 @@ def make_model(config, rt, ckpt, log):
         state.iter, state.best = ckpt["iter"], ckpt["best_metric"]
         state.best_iter = ckpt.get("best_iter", -1)
         # the validation due at this iteration, if the checkpoint says it has not run, runs first
-        state.validated = -1 if ckpt.get("pending_validation") else state.iter
+        state.validated = ckpt.get("validated", state.iter)
         if ckpt.get("interval_loss") is not None:  # the loss since the last validation, for its row
             state.interval_loss.copy_(ckpt["interval_loss"])
         runtime.set_rng_state(ckpt["rng"], rt.device)
         log(f"resumed from {config['resume']} at iteration {state.iter}"
-            + (" (its validation had not run: it runs first)" if state.validated != state.iter else ""))
+            + (" (its validation had not run: it runs first)" if ckpt.get("pending_validation") else ""))
         if rt.master:
             check_best(config, state, log)
     return net, optimizer, state
@@ -362,8 +365,10 @@ def train(step_model, net, optimizer, data, config, rt, state, tb, log):
         with tqdm(total=max_iters * bs * rt.world, initial=state.iter * bs * rt.world, unit="img",
                   disable=not rt.master, dynamic_ncols=True, desc="train") as bar, \
                 engine.Interrupts(stop_signals(rt)) as interrupts:
-            if state.validated != state.iter and state.iter < max_iters:  # resumed before its validation
+            if validation_due(config, state) and state.validated != state.iter:  # resumed before it ran
                 validate(net, optimizer, data, config, rt, state, tb, log)
+            if state.validated == state.iter < max_iters:  # its loss went into that validation's row
+                state.interval_loss.zero_()
             for loss in engine.train_iterations(step_model, data.train_loader, data.sampler, bs, optimizer, rt,
                                                 data.weight, config["lr_schedule"], config["lr"], max_iters,
                                                 state, guard=interrupts.step):
@@ -381,6 +386,7 @@ def train(step_model, net, optimizer, data, config, rt, state, tb, log):
                 if config["eval_interval"] and state.iter % config["eval_interval"] == 0 \
                         and state.iter < max_iters:
                     validate(net, optimizer, data, config, rt, state, tb, log)
+                    state.interval_loss.zero_()
     except KeyboardInterrupt:
         if state.bad_iteration() is None:
             save(net, optimizer, data, config, rt, state, "last.pt")
@@ -444,8 +450,7 @@ def validate(net, optimizer, data, config, rt, state, tb, log):
         except BaseException:
             state.best, state.best_iter = previous  # the old best.pt is still the one on disk
             raise
-    state.interval_loss.zero_()
-    state.validated = state.iter
+    state.validated = state.iter  # done; the next training step starts a new loss interval
     save(net, optimizer, data, config, rt, state, "last.pt", row)
     return row
 
@@ -485,7 +490,8 @@ def save(net, optimizer, data, config, rt, state, name, metrics=None):
             "model": net.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": rt.scaler.state_dict() if rt.scaler is not None else None,
             "config": config, "iter": state.iter, "best_metric": state.best, "best_iter": state.best_iter,
-            "pending_validation": pending, "interval_loss": state.interval_loss.detach().cpu(),
+            "validated": state.validated, "pending_validation": pending,
+            "interval_loss": state.interval_loss.detach().cpu(),
             "class_names": data.class_names, "metrics": metrics or {}, "rng": rng})
 
 
