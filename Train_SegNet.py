@@ -17,11 +17,6 @@ import signal
 import sys
 import time
 
-try:
-    import fcntl
-except ImportError:  # not on Windows: run folders are not locked there
-    fcntl = None
-
 import torch
 from tqdm import tqdm
 
@@ -33,7 +28,8 @@ from segnet.config import format_config, help_text, parse_overrides, wants_help
 from segnet.data import SPLITS, Labelled, collate
 from segnet.data.check import check_dataset
 from segnet.errors import DataError, UserError, WorkerDied, read_errors, run_cli, user_errors
-from segnet.files import check_writable_folder, make_folders, replace_text, temp_files
+from segnet.files import (FolderInUse, check_writable_folder, lock_folder, make_folders, replace_text, temp_files,
+                          unlock_folder)
 from segnet.model import SPECS
 from segnet.report import write_curves
 
@@ -286,7 +282,7 @@ class RunFolder:
         if self.tb is not None:
             self.tb.close()
         if self.lock_fd is not None:
-            os.close(self.lock_fd)  # releases the lock
+            unlock_folder(self.lock_fd)
             self.lock_fd = None
 
 
@@ -303,7 +299,11 @@ def open_run_folder(config, rt, ckpt, log):
     out_dir = config["out_dir"]
     check_writable_folder(out_dir)
     make_folders([out_dir])
-    lock_fd = lock_folder(out_dir)
+    try:
+        lock_fd = lock_folder(out_dir)
+    except FolderInUse as e:
+        raise UserError(f"--out_dir={out_dir} is in use by another run (process {e.holder}, lock {e.lock}); wait "
+                        f"for it to end, or choose another --out_dir") from None
     try:
         found = [f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))]
         own = ckpt is not None and os.path.abspath(out_dir) == os.path.dirname(os.path.abspath(config["resume"]))
@@ -329,28 +329,9 @@ def open_run_folder(config, rt, ckpt, log):
         except ImportError:
             tb = None  # TensorBoard is optional
     except BaseException:
-        os.close(lock_fd)
+        unlock_folder(lock_fd)
         raise
     return RunFolder(lock_fd, tb)
-
-
-def lock_folder(out_dir):
-    """An exclusive lock on out_dir/.lock (holding this process's pid), or a UserError naming the
-    process that holds it."""
-    path = os.path.join(out_dir, ".lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    if fcntl is None:
-        return fd
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise UserError(f"--out_dir={out_dir} is in use by another run (process {holder}, lock {path}); wait for "
-                        f"it to end, or choose another --out_dir") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
 
 
 # -- the training loop --------------------------------------------------------------------------

@@ -179,3 +179,61 @@ def remove_empty(folders):
             folder.rmdir()
         except OSError:
             pass  # not empty, or gone
+
+
+# -- one process per folder -----------------------------------------------------------------------
+try:
+    import fcntl
+except ImportError:  # not on Windows: folders are not locked there
+    fcntl = None
+
+_held = set()  # this process's lock fds
+
+
+def _close_inherited_locks():
+    # A forked child (a DataLoader worker) shares the parent's flock through its copy of the fd and
+    # would keep the folder locked after the parent let go; it closes the copy (no unlock: the lock
+    # stays the parent's).
+    for fd in _held:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+class FolderInUse(OSError):
+    """Another process holds the folder's lock; `holder` is its process id as it wrote it."""
+
+    def __init__(self, lock, holder):
+        super().__init__(errno.EWOULDBLOCK, f"{lock} is held by process {holder}")
+        self.lock, self.holder = lock, holder
+
+
+def lock_folder(folder, name=".lock"):
+    """An exclusive OS lock (flock) on folder/name, which records this process's id; the system
+    drops it when the process ends, however it ends. Returns the fd for unlock_folder; FolderInUse
+    if another process (or another lock in this one) holds it."""
+    path = pathlib.Path(folder) / name
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise FolderInUse(path, holder) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _held.add(fd)
+    return fd
+
+
+def unlock_folder(fd):
+    _held.discard(fd)
+    os.close(fd)  # the last fd of the lock's open file: the lock goes with it
+

@@ -10,6 +10,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -168,6 +169,25 @@ def test_a_second_process_on_a_folder_in_use_is_refused(camvid, tmp_path, capsys
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         os.close(fd)
+
+
+def test_a_forked_data_loader_worker_does_not_keep_the_folder_locked(tmp_path):
+    fd = files.lock_folder(tmp_path)
+    ready, tell = os.pipe()
+    child = os.fork()  # as a DataLoader worker is started; it outlives the run that started it
+    if child == 0:
+        os.write(tell, b"1")  # os.fork has returned here, so the fork hooks have run
+        time.sleep(30)
+        os._exit(0)
+    try:
+        assert os.read(ready, 1) == b"1"
+        files.unlock_folder(fd)
+        files.unlock_folder(files.lock_folder(tmp_path))  # free, though the child still runs
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        os.close(ready)
+        os.close(tell)
 
 
 # -- crash-consistent checkpoints and pending validations --------------------------------------
