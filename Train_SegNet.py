@@ -4,6 +4,7 @@
     python Train_SegNet.py --batch_size=8 --dtype=float32    # any hyperparameter below
     python Train_SegNet.py --config=multidigit_mnist --data_root=data/mnist   # SegNet-Lite
     python Train_SegNet.py --resume=checkpoints/RUN/last.pt  # continue exactly where it stopped
+    python Train_SegNet.py --out_dir=checkpoints/RUN --overwrite=true   # replace the run in that folder
     torchrun --nproc_per_node=4 Train_SegNet.py              # DistributedDataParallel
 
 Edit the hyperparameters below, or override any of them with --key=value.
