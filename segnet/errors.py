@@ -10,6 +10,8 @@ import contextlib
 import re
 import sys
 
+from .files import WriteFailed
+
 INPUT_ERRORS = (ValueError, OSError, ImportError)
 
 
@@ -77,7 +79,6 @@ class read_errors:
 def run_cli(main, argv=None):
     """Call `main(argv)`; a UserError, or a file that could not be written (files.WriteFailed: a
     full disk, a read-only folder, wherever it happens), becomes one line on stderr and exit status 2."""
-    from .files import WriteFailed
     try:
         return main(argv)
     except (UserError, WriteFailed) as e:
