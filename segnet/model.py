@@ -10,7 +10,9 @@ Layer names, widths and fillers follow SegNet-Tutorial `Models/segnet_train.prot
 `Models/segnet_basic_train.prototxt` for SegNet-Basic).
 """
 import contextlib
+import hashlib
 import os
+import re
 import urllib.error
 from dataclasses import dataclass
 
@@ -253,11 +255,63 @@ def num_parameters(model):
     return sum(p.numel() for p in model.parameters())
 
 
-# torchvision's ImageNet weights (RGB input, ImageNet mean/std normalisation).
+# torchvision's ImageNet weights (RGB input, ImageNet mean/std normalisation). The 8 hex digits in
+# each file name are the start of the file's sha256: the hash torchvision publishes and checks
+# (torch.hub's check_hash=True); vgg16_hash() reads it from the name.
 VGG_URLS = {
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
     "vgg16_bn": "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth",
 }
+
+
+def vgg16_hash(source):
+    """(file name, the sha256 prefix torchvision publishes for it) of VGG_URLS[source]."""
+    name = VGG_URLS[source].rsplit("/", 1)[1]
+    return name, re.search(r"-([0-9a-f]{8,})\.", name).group(1)
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _unreadable(path, e):
+    # torch's own message for a refused pickle advises weights_only=False, i.e. running the file's
+    # code; only say what the file is
+    return ValueError(f"could not read VGG16 weights file {path} ({e.__class__.__name__}): it is not a plain "
+                      f"state dict of tensors (corrupt, or a pickle that would run code, which is never loaded)")
+
+
+def _imagenet_vgg_state(source):
+    """torchvision's ImageNet weights from torch.hub's cache (downloaded on first use): the file's
+    sha256 is checked before anything reads it, and it is loaded with weights_only=True."""
+    name, expected = vgg16_hash(source)
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", name)
+    if os.path.isfile(cached):
+        digest = _sha256(cached)
+        if not digest.startswith(expected):
+            raise ValueError(f"ImageNet {source} weights file {cached} has sha256 {digest[:16]}..., expected "
+                             f"{expected}... (torchvision's published hash): it is damaged or not torchvision's "
+                             f"file; delete it to download it again, or train with --init_encoder=none")
+    try:
+        return torch.hub.load_state_dict_from_url(VGG_URLS[source], progress=True, map_location="cpu",
+                                                  check_hash=True, weights_only=True)
+    except Exception as e:
+        if os.path.isfile(cached):  # the download worked (its hash was checked): the load failed
+            raise _unreadable(cached, e) from None
+        if isinstance(e, RuntimeError) and "hash" in str(e):  # download_url_to_file's check
+            raise ValueError(f"the downloaded ImageNet {source} weights do not have torchvision's published "
+                             f"sha256 {expected}... ({e}); try again later, or train with --init_encoder=none") from None
+        if not isinstance(e, (urllib.error.URLError, OSError, RuntimeError)):
+            raise
+        raise ConnectionError(
+            f"could not download the ImageNet {source} weights ({e.__class__.__name__}: {e}); "
+            f"either put {name} (sha256 {expected}...) in {os.path.dirname(cached)} (or pass "
+            f"--init_encoder=PATH to a local VGG16 state-dict file), or train from scratch "
+            f"with --init_encoder=none") from None
 
 
 def _vgg_layers(state):
@@ -282,16 +336,7 @@ def load_vgg16_encoder(model, source="vgg16"):
     Every shape is checked before anything is copied; a misfit names the layer.
     """
     if isinstance(source, str) and source in VGG_URLS:
-        try:
-            state = torch.hub.load_state_dict_from_url(VGG_URLS[source], progress=True,
-                                                       map_location="cpu")
-        except (urllib.error.URLError, OSError, RuntimeError) as e:
-            cache = os.path.join(torch.hub.get_dir(), "checkpoints")
-            raise ConnectionError(
-                f"could not download the ImageNet {source} weights ({e.__class__.__name__}: {e}); "
-                f"either put {VGG_URLS[source].rsplit('/', 1)[1]} in {cache} (or pass "
-                f"--init_encoder=PATH to a local VGG16 state-dict file), or train from scratch "
-                f"with --init_encoder=none") from None
+        state = _imagenet_vgg_state(source)
     elif isinstance(source, (str, os.PathLike)):
         if not os.path.isfile(source):
             raise FileNotFoundError(f"VGG16 weights file not found: {source} (expected a state-dict file, "
@@ -299,7 +344,7 @@ def load_vgg16_encoder(model, source="vgg16"):
         try:
             state = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ValueError(f"could not read VGG16 weights file {source}: {e}") from None
+            raise _unreadable(source, e) from None
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
     else:

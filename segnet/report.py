@@ -4,6 +4,8 @@ import csv
 import math
 import pathlib
 
+from .files import replace_file, replace_text, serialized
+
 CURVE_KEYS = (("global_accuracy", "G"), ("class_average_accuracy", "C"), ("mean_iou", "mIoU"))
 
 
@@ -40,12 +42,9 @@ def write_curves(run_dir):
     for ax in (ax_loss, ax_val):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = run_dir / "curves.png"
-    tmp = path.with_name(".curves.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    data = serialized(fig.savefig, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return replace_file(run_dir / "curves.png", data)
 
 
 # Published CamVid-11 test rows (percent; BF None where the source gives none), by model spec.
@@ -95,8 +94,4 @@ def write_results_md(path, result, config, command, hardware, seconds):
               + ", ".join(f"{k}={config[k]}" for k in ("model", "height", "width", "batch_size", "max_iters",
                                                       "lr", "optimizer", "class_weights", "normalize")
                           if k in config) + "."]
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
+    return replace_text(path, "\n".join(lines) + "\n")

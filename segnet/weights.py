@@ -17,6 +17,7 @@ import sys
 import torch
 
 from .checkpoint import WEIGHTS_KIND, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .files import check_writable_folder, make_folders
 
 
 def weights_from_checkpoint(ckpt, dtype=torch.float32, source=""):
@@ -30,9 +31,10 @@ def weights_from_checkpoint(ckpt, dtype=torch.float32, source=""):
 
 def save_weights(weights, path):
     """Write atomically (checkpoint.save_checkpoint; the dict keeps its own kind); returns the
-    file's sha256."""
+    file's sha256. WriteFailed (one line) when the path cannot be written or the disk is full."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(path.parent, "--out folder")
+    make_folders([path.parent])
     save_checkpoint(path, weights)
     return sha256(path)
 
@@ -73,6 +75,7 @@ def main(argv=None):
     if not args["out"]:
         raise UserError("--out=PATH is needed: where to write the weights file")
     with user_errors():
+        check_writable_folder(pathlib.Path(args["out"]).parent, "--out folder")  # before the work
         ckpt = load_checkpoint(positional[0])
     weights = weights_from_checkpoint(ckpt, getattr(torch, args["dtype"]),
                                       source=f"{positional[0]} (iteration {ckpt.get('iter')})")

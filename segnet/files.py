@@ -1,0 +1,239 @@
+"""Files written whole or not at all: every output (checkpoints, weights, exports, metrics,
+pictures) goes through `replace_file`, which writes the bytes to a temp file beside the target
+and renames it into place.
+
+- a crash or a kill at any point leaves either the previous file or the new one, never half of one;
+- a failed write (disk full, read-only, permission) removes its temp file and raises WriteFailed,
+  one line naming the path and the bytes needed; the previous file is untouched;
+- the temp file is created afresh (O_EXCL, O_NOFOLLOW) and the rename replaces the directory
+  entry, so a symlink planted at the target or at the temp name is replaced, never written through.
+"""
+import errno
+import io
+import os
+import pathlib
+import re
+import shutil
+
+TEMP_PATTERN = re.compile(r"^\..+\.\d+\.tmp$")  # temp_name's names: .NAME.PID.tmp
+
+
+class WriteFailed(OSError):
+    """A file could not be written (disk full, read-only, no permission): the message is one line
+    that names the path and the bytes needed; the previous file, if any, is kept."""
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        self.errno = code
+
+    def __str__(self):
+        return self.args[0]
+
+
+def temp_name(path):
+    """The temp file beside `path` that this process writes before renaming it into place."""
+    path = pathlib.Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def temp_files(folder, name=None):
+    """Temp files left in `folder` (of `name` only, if given) by writers that never renamed them."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if TEMP_PATTERN.match(p.name)]
+    if name is not None:
+        found = [p for p in found if p.name.startswith(f".{name}.")]
+    return sorted(found)
+
+
+def _write(fd, data):
+    """Write all of `data` to the open file `fd` (the one place bytes reach the disk)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _free_bytes(folder):
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def describe_failure(path, e, size=None):
+    """One line for an OSError `e` met while writing `path` (`size` bytes, if known)."""
+    path = pathlib.Path(path)
+    need = f"{size} bytes needed" if size is not None else "size unknown"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = _free_bytes(path.parent)
+        free = f", {free} free" if free is not None else ""
+        return (f"cannot write {path}: no space left on the device ({need}{free}); free some space and run "
+                f"again (the previous {path.name}, if any, is kept)")
+    reason = e.strerror or e.__class__.__name__
+    return f"cannot write {path}: {reason} ({need}); the previous {path.name}, if any, is kept"
+
+
+def replace_file(path, data):
+    """Write `data` (bytes) to `path` through a temp file and an atomic rename; returns the path.
+    WriteFailed on any OSError, with the temp file removed; the temp file is also removed when the
+    write is interrupted (KeyboardInterrupt)."""
+    path = pathlib.Path(path)
+    if path.is_dir() and not path.is_symlink():
+        raise WriteFailed(f"cannot write {path}: it is a folder, expected a file path", errno.EISDIR)
+    tmp = temp_name(path)
+    fd = None
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileExistsError:  # left by a killed process that had this pid
+            os.unlink(tmp)
+            fd = os.open(tmp, flags, 0o644)
+        _write(fd, data)
+        os.fsync(fd)  # the rename must not reach the disk before the data (power loss)
+        os.close(fd)
+        fd = None
+        os.replace(tmp, path)
+    except BaseException as e:
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and not isinstance(e, WriteFailed):
+            raise WriteFailed(describe_failure(path, e, len(data)), e.errno) from None
+        raise
+    return path
+
+
+def replace_text(path, text):
+    return replace_file(path, text.encode())
+
+
+def serialized(save, *args, **kwargs):
+    """The bytes `save(obj, file, ...)` writes (torch.save, torch.jit.save, PIL's Image.save, ...),
+    collected in memory so that replace_file knows their size and writes them in one go."""
+    buffer = io.BytesIO()
+    save(*args, buffer, **kwargs)
+    return buffer.getvalue()
+
+
+def _probe(folder):
+    """Create and remove a file in `folder` (OSError if the folder does not let us)."""
+    probe = pathlib.Path(folder) / f".write-probe.{os.getpid()}.tmp"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_writable_folder(folder, what="--out_dir"):
+    """Before any work: `folder` (or, if it does not exist yet, its nearest existing parent) is a
+    folder this process can create files in. Creates nothing; a probe file is made and removed.
+    WriteFailed otherwise, naming the folder."""
+    folder = pathlib.Path(folder)
+    probe_in = folder
+    while not probe_in.exists():
+        if probe_in.is_symlink():  # a dangling link
+            raise WriteFailed(f"{what}={folder}: {probe_in} is a broken symbolic link", errno.ENOENT)
+        if probe_in.parent == probe_in:
+            break
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise WriteFailed(f"{what}={folder}: {probe_in} is a file, expected a folder", errno.ENOTDIR)
+    try:
+        _probe(probe_in)
+    except OSError as e:
+        raise WriteFailed(f"cannot write to {what}={folder}: {e.strerror or e.__class__.__name__} "
+                          f"(in {probe_in})", e.errno) from None
+    return folder
+
+
+def make_folders(folders):
+    """Create `folders` (parents included); returns the ones this call created, outermost first,
+    for remove_empty to take back when the job fails. WriteFailed if one cannot be created."""
+    created = []
+    for folder in folders:
+        missing = []
+        p = pathlib.Path(folder)
+        while not p.exists() and p.parent != p:
+            missing.append(p)
+            p = p.parent
+        try:
+            pathlib.Path(folder).mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise WriteFailed(f"cannot create folder {folder}: a file of that name is in the way",
+                              errno.EEXIST) from None
+        except OSError as e:
+            raise WriteFailed(f"cannot create folder {folder}: {e.strerror or e.__class__.__name__}",
+                              e.errno) from None
+        created += [m for m in reversed(missing) if m not in created]
+    return created
+
+
+def remove_empty(folders):
+    """Remove those of `folders` that are empty, innermost first (what a failed job created)."""
+    for folder in sorted(map(pathlib.Path, folders), key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty, or gone
+
+
+# -- one process per folder -----------------------------------------------------------------------
+try:
+    import fcntl
+except ImportError:  # not on Windows: folders are not locked there
+    fcntl = None
+
+_held = set()  # this process's lock fds
+
+
+def _close_inherited_locks():
+    # A forked child (a DataLoader worker) shares the parent's flock through its copy of the fd and
+    # would keep the folder locked after the parent let go; it closes the copy (no unlock: the lock
+    # stays the parent's).
+    for fd in _held:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+class FolderInUse(OSError):
+    """Another process holds the folder's lock; `holder` is its process id as it wrote it."""
+
+    def __init__(self, lock, holder):
+        super().__init__(errno.EWOULDBLOCK, f"{lock} is held by process {holder}")
+        self.lock, self.holder = lock, holder
+
+
+def lock_folder(folder, name=".lock"):
+    """An exclusive OS lock (flock) on folder/name, which records this process's id; the system
+    drops it when the process ends, however it ends. Returns the fd for unlock_folder; FolderInUse
+    if another process (or another lock in this one) holds it."""
+    path = pathlib.Path(folder) / name
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise FolderInUse(path, holder) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _held.add(fd)
+    return fd
+
+
+def unlock_folder(fd):
+    _held.discard(fd)
+    os.close(fd)  # the last fd of the lock's open file: the lock goes with it
+
