@@ -87,7 +87,10 @@ class _torch_threads:
 
 
 def _stack(batch):
-    return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+    preds, gts = [b[0] for b in batch], [b[1] for b in batch]
+    if any(g.shape != gts[0].shape for g in gts):  # a data set of varying sizes: one list each
+        return preds, gts
+    return torch.stack(preds), torch.stack(gts)
 
 
 def prediction_batches(pairs, batch_size=4, num_workers=0):
