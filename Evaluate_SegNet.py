@@ -208,6 +208,13 @@ def make_dataset(args, config, class_names, ckpt_path, predict_mode):
                         f"...) but the {config['dataset']} data at {config['data_root']} has {n}")
     dataset = Labelled(build_dataset(config, args["split"], train=False))
     check_dataset(dataset.dataset)  # every pair decodes and agrees in size, before the first batch
+    # the checkpoint's own data set must name the same classes; --dataset= points at other data
+    # with the same count, whose names may differ (the checkpoint's are reported)
+    if not args["dataset"] and list(dataset.class_names) != class_names:
+        raise UserError(f"checkpoint {ckpt_path} predicts {len(class_names)} classes ({', '.join(class_names[:4])}, "
+                        f"...) but the {config['dataset']} data has {len(dataset.class_names)} "
+                        f"({', '.join(dataset.class_names[:4])}, ...); --dataset=NAME evaluates on other data "
+                        f"with the same number of classes")
     return dataset
 
 
