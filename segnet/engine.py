@@ -283,8 +283,9 @@ def predict(model, images, device, dtype, size=None, mc_samples=0):
 
 
 # One batch of predictions, from any source: images (as loaded, or None), masks (the labels on the
-# device, or None when unlabelled), preds (one (H, W) class map per image, at its label's size),
-# uncertainty (one (H, W) map per image with MC dropout, else None).
+# device: stacked, a list where their sizes differ, or None when unlabelled), preds (one (H, W)
+# class map per image, at its label's size), uncertainty (one (H, W) map per image with MC
+# dropout, else None).
 Batch = collections.namedtuple("Batch", "images masks preds uncertainty")
 
 
@@ -309,7 +310,10 @@ def model_predictions(model, loader, device, dtype, channels_last=False, mc_samp
                         for b, s in enumerate(sizes)]
                 preds = [p[0].argmax(0) for p, _ in outs]
                 uncs = [u[0] for _, u in outs] if mc_samples > 0 else None
-            masks = masks.to(device, non_blocking=True) if masks is not None else None
+            if isinstance(masks, list):  # labels of different sizes (segnet.data.collate)
+                masks = [m.to(device, non_blocking=True) for m in masks]
+            elif masks is not None:
+                masks = masks.to(device, non_blocking=True)
             yield Batch(images, masks, preds, uncs)
     finally:
         model.train(was_training)
@@ -333,10 +337,13 @@ def score(batches, num_classes, device, boundary=False, on_batch=None, bf_tolera
     try:
         for batch in batches:
             if batch.masks is not None:
-                pred = torch.stack(batch.preds)
-                cm.update(pred, batch.masks)
-                for bf in bfs:  # the paper's BF queues the maps to CPU threads and returns
-                    bf.update(pred, batch.masks)
+                # one stacked update, or one per image where the labels differ in size
+                pairs = (zip(batch.preds, batch.masks) if isinstance(batch.masks, list)
+                         else [(torch.stack(batch.preds), batch.masks)])
+                for pred, masks in pairs:
+                    cm.update(pred, masks)
+                    for bf in bfs:  # the paper's BF queues the maps to CPU threads and returns
+                        bf.update(pred, masks)
                 labelled = True
             if on_batch is not None:
                 on_batch(batch, n)

@@ -292,13 +292,15 @@ def bench_unpool(batch=2, height=360, width=480, reps=15, threads=2):
 
 # -- the command ---------------------------------------------------------------------------------
 def export(model, config, class_names, path, fmt="onnx", height=0, width=0, dynamic=False, argmax=False,
-           opset=18, source=""):
-    """Write the checkpoint's model to `path`; returns (path, metadata)."""
+           opset=18, source="", palette=None):
+    """Write the checkpoint's model to `path`; returns (path, metadata). `palette`: the data set's
+    colours the checkpoint stores (visualize.checkpoint_palette), else palette_for the config."""
     path = pathlib.Path(path)
     check_out_path(path)
     module = exportable(model, config["normalize"], argmax)
     from .visualize import palette_for
-    meta = make_metadata(config, class_names, [list(c) for c in palette_for(config, class_names)], argmax, height, width, dynamic,
+    palette = palette or palette_for(config, class_names)
+    meta = make_metadata(config, class_names, [list(c) for c in palette], argmax, height, width, dynamic,
                          source)
     if fmt == "onnx":
         export_onnx(module, path, height, width, dynamic, meta, opset)
@@ -355,12 +357,15 @@ def main(argv=None):
     out = args["out"] or ckpt_path.with_name(ckpt_path.stem + (".onnx" if args["format"] == "onnx" else ".torchscript.pt"))
     with user_errors():
         check_out_path(out)
-        model, config, class_names = load_model(ckpt_path)
+        from .checkpoint import model_from_checkpoint
+        from .visualize import checkpoint_palette
+        model, ckpt = model_from_checkpoint(ckpt_path)
+        config, class_names, palette = dict(ckpt["config"]), list(ckpt["class_names"]), checkpoint_palette(ckpt)
     h, w = args["height"] or config["height"], args["width"] or config["width"]
     t0 = time.time()
     with user_errors():
         out, meta = export(model, config, class_names, out, args["format"], h, w, args["dynamic"], args["argmax"],
-                           args["opset"], source=ckpt_path.name)
+                           args["opset"], source=ckpt_path.name, palette=palette)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args['format']}, output {meta['output']}, "
           f"size {meta['size']}) in {time.time() - t0:.1f} s")
     if not (args["check"] or args["bench"]):

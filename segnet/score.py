@@ -17,7 +17,8 @@ import time
 import numpy as np
 import torch
 
-from .data.camvid import CamVid, read_png
+from .data.base import read_png
+from .data.camvid import CamVid
 from .engine import Batch, score
 
 
@@ -31,12 +32,14 @@ class PredictionPairs(torch.utils.data.Dataset):
     annotation with void 255. A missing, extra, mis-sized or out-of-range prediction file is a
     ValueError (FileNotFoundError for a missing one) naming it."""
 
-    def __init__(self, predictions, data_root, split="test", num_classes=11):
+    def __init__(self, predictions, data_root, split="test", num_classes=11, dataset="camvid"):
+        from .data import DATASETS
         self.folder = pathlib.Path(predictions)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"--predictions={predictions}: no such folder")
-        self.labels = CamVid(data_root, split, num_classes)
-        self.class_names, self.num_classes = self.labels.class_names, num_classes
+        # num_classes 0: the data set's own (CamVid 11, a folder's dataset.json)
+        self.labels = DATASETS[dataset].build(data_root, split, num_classes, None, False)
+        self.class_names, self.num_classes = self.labels.class_names, self.labels.num_classes
         self.names = [prediction_name(self.labels, i) for i in range(len(self.labels))]
         present = {p.name for p in self.folder.iterdir() if p.suffix.lower() == ".png"}
         missing = [n for n in self.names if n not in present]
@@ -84,7 +87,10 @@ class _torch_threads:
 
 
 def _stack(batch):
-    return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+    preds, gts = [b[0] for b in batch], [b[1] for b in batch]
+    if any(g.shape != gts[0].shape for g in gts):  # a data set of varying sizes: one list each
+        return preds, gts
+    return torch.stack(preds), torch.stack(gts)
 
 
 def prediction_batches(pairs, batch_size=4, num_workers=0):

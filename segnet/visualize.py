@@ -3,19 +3,7 @@ PIL only (no plotting library)."""
 import numpy as np
 from PIL import Image, ImageDraw
 
-
-def default_palette(n):
-    """Distinct colours (PASCAL VOC's bit-interleaving scheme), class 0 black."""
-    out = []
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out.append((r, g, b))
-    return out
+from .data.base import default_palette  # noqa: F401  (the fixed palette, shared with the data sets)
 
 
 def palette_for(config, class_names):
@@ -24,6 +12,13 @@ def palette_for(config, class_names):
         from .data.camvid import camvid_palette
         return camvid_palette(class_names)
     return default_palette(len(class_names))
+
+
+def checkpoint_palette(ckpt):
+    """The display colours a checkpoint (or weights file) stores, its data set's; one without them
+    (written before they were stored) gets palette_for its config."""
+    stored = ckpt.get("palette")
+    return [tuple(c) for c in stored] if stored else palette_for(ckpt["config"], list(ckpt["class_names"]))
 
 
 def colorize(labels, palette):

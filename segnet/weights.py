@@ -26,7 +26,8 @@ def weights_from_checkpoint(ckpt, dtype=torch.float32, source=""):
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     return {"kind": WEIGHTS_KIND, "model": state, "config": dict(ckpt["config"]),
             "class_names": list(ckpt["class_names"]), "iter": ckpt.get("iter"),
-            "metrics": dict(ckpt.get("metrics") or {}), "source": source}
+            "metrics": dict(ckpt.get("metrics") or {}), "source": source,
+            **({"palette": list(ckpt["palette"])} if ckpt.get("palette") else {})}
 
 
 def save_weights(weights, path):
@@ -55,7 +56,9 @@ def load_weights_file(path, **kw):
     if kw:
         weights = {**weights, "config": {**weights["config"], **kw}}
     model, weights = model_from_checkpoint(path, weights)
+    from .visualize import checkpoint_palette
     model.class_names, model.normalize = list(weights["class_names"]), weights["config"]["normalize"]
+    model.palette = checkpoint_palette(weights)  # the data set's display colours, one (r, g, b) per class
     return model, weights
 
 

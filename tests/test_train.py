@@ -38,7 +38,7 @@ def run_script(*args, env=None):
 def test_defaults_are_the_paper_recipe():
     d = Train_SegNet.DEFAULTS
     assert (d["lr"], d["momentum"], d["weight_decay"], d["batch_size"], d["max_iters"]) == (0.001, 0.9, 0.0005, 4, 40000)
-    assert (d["init_encoder"], d["class_weights"], d["num_classes"], d["height"], d["width"]) == ("vgg16", "paper", 11, 360, 480)
+    assert (d["init_encoder"], d["class_weights"], d["num_classes"], d["height"], d["width"]) == ("vgg16", "auto", 11, 360, 480)
     assert (d["data_root"], d["dataset"], d["model"], d["out_dir"], d["resume"]) == ("data/CamVid", "camvid", "segnet", "", "")
 
 

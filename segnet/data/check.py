@@ -1,12 +1,21 @@
-"""A quick look at every file a run will read, before its first iteration.
+"""A look at every file a run will read, before its first iteration, and `python -m segnet.data check`.
 
 A corrupt frame found at iteration 5,000 costs the iterations since the last checkpoint; found
-here it costs 0.4 s (the 1,402 CamVid files, headers and PNG checksums, no pixel decoding).
+here it costs a few seconds: every image's header and (PNG) checksums, every label decoded to
+class indices and its values checked.
 
     from segnet.data.check import check_dataset
-    check_dataset(CamVid("data/CamVid", "train"))   # the first bad file: a ValueError naming it
+    check_dataset(CamVid("data/CamVid", "train"))   # the first problem: a ValueError naming the file
+
+    python -m segnet.data check --dataset=folder --data_root=DIR   # every problem, and what is there
 """
+import collections
+import sys
+
+import numpy as np
 from PIL import Image
+
+from .base import SPLITS, VOID, MissingSplit
 
 
 def file_size(path):
@@ -23,15 +32,143 @@ def file_size(path):
         raise ValueError(f"{path} is corrupt or not an image ({e}); replace it or remove the pair") from None
 
 
-def check_dataset(dataset):
-    """Check a data set's (image, label) files pair up, decode and agree in size; returns how many
-    pairs were checked (0 for data sets built in memory, e.g. multi-digit MNIST, checked on load)."""
-    pairs = getattr(dataset, "files", None) or []
-    for pair in pairs:
+class Survey:
+    """What `problems` saw of a split: image sizes, pixels per class, and per class the pixels of
+    the images where it appears (for the median-frequency weights)."""
+
+    def __init__(self, num_classes):
+        self.images, self.sizes = 0, collections.Counter()
+        self.pixels = np.zeros(num_classes, np.int64)
+        self.image_pixels = np.zeros(num_classes, np.int64)
+        self.void = 0
+
+    def add(self, mask, num_classes):
+        labelled = mask[mask != VOID]
+        counts = np.bincount(labelled.ravel(), minlength=num_classes)[:num_classes]
+        self.pixels += counts
+        self.image_pixels[counts > 0] += labelled.size
+        self.void += mask.size - labelled.size
+
+
+def problems(dataset, survey=None, labels=True):
+    """Every problem of a data set, one line each naming the file (a generator): files that do not
+    pair up, unreadable files, sizes that differ within a pair, and (with `labels`) labels that do
+    not decode to class indices 0..C-1 or void. `survey` (a Survey) collects what was seen."""
+    yield from dataset.problems
+    pairs = dataset.files or []
+    for i, pair in enumerate(pairs):
         if not isinstance(pair, tuple):
-            continue  # unlabelled files (predict mode) are read one by one
+            continue  # unlabelled files (predict mode), or a data set's sources checked as it loads
         image, label = pair
-        a, b = file_size(image), file_size(label)
+        try:
+            a, b = file_size(image), file_size(label)
+        except (ValueError, OSError) as e:
+            yield str(e)
+            continue
         if a != b:
-            raise ValueError(f"{image} is {a[0]}x{a[1]} but its label {label} is {b[0]}x{b[1]}")
-    return len(pairs)
+            yield f"{image} is {a[0]}x{a[1]} but its label {label} is {b[0]}x{b[1]}"
+            continue
+        if survey is not None:
+            survey.images += 1
+            survey.sizes[a] += 1
+        if not labels:
+            continue
+        try:
+            mask = dataset.load_mask(i)
+        except (ValueError, OSError) as e:
+            yield str(e).splitlines()[0]
+            continue
+        bad = (mask != VOID) & (mask >= dataset.num_classes)
+        if bad.any():
+            yield (f"{label}: label value {int(mask[bad][0])} is not a class: expected 0..{dataset.num_classes - 1} "
+                   f"or void ({int(bad.sum())} pixels)")
+            continue
+        if survey is not None:
+            survey.add(mask, dataset.num_classes)
+
+
+def check_dataset(dataset):
+    """Check a data set's (image, label) files pair up, decode and agree in size, and that every
+    label holds class indices or void; the first problem is a ValueError naming the file. Returns
+    how many pairs were checked (0 for data sets built in memory, e.g. multi-digit MNIST, checked
+    on load)."""
+    for problem in problems(dataset):
+        raise ValueError(problem)
+    return sum(isinstance(p, tuple) for p in dataset.files or [])
+
+
+# -- python -m segnet.data check ------------------------------------------------------------------
+OPTIONS = {
+    "dataset": "folder",     # folder | camvid | multidigit_mnist
+    "data_root": "",         # the data set's folder
+    "num_classes": 0,        # 0 = the data set's own (dataset.json's classes; CamVid 11)
+}
+
+
+def survey_report(name, dataset, survey):
+    """The lines `check` prints for one split."""
+    lines = [f"{name}: {survey.images} images"]
+    sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in survey.sizes.most_common(6))
+    more = len(survey.sizes) - 6
+    lines.append(f"  sizes (width x height): {sizes}{f', and {more} more sizes' if more > 0 else ''}")
+    total = int(survey.pixels.sum())
+    if total:
+        shares = ", ".join(f"{dataset.class_names[c]} {100 * survey.pixels[c] / total:.2f}%"
+                           for c in range(dataset.num_classes) if survey.pixels[c])
+        absent = [dataset.class_names[c] for c in range(dataset.num_classes) if not survey.pixels[c]]
+        lines.append(f"  classes present (share of labelled pixels): {shares}")
+        if absent:
+            lines.append(f"  classes absent: {', '.join(absent)}")
+        lines.append(f"  void: {100 * survey.void / (total + survey.void):.2f}% of all pixels")
+    return lines
+
+
+def main(argv=None):
+    """`python -m segnet.data check --dataset=NAME --data_root=DIR`: per split the images, sizes
+    and classes present, the median-frequency weights of train, and every problem; exit 2 when
+    there is any."""
+    from ..class_weights import median_frequency_of_counts
+    from ..config import help_text, parse_overrides, wants_help
+    from ..errors import UserError, user_errors
+    from . import DATASETS
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if wants_help(argv):
+        print(help_text(__doc__, OPTIONS))
+        return 0
+    args = parse_overrides(OPTIONS, argv[1:], presets={}, choices={"dataset": tuple(DATASETS)},
+                           minimums={"num_classes": 0})
+    if not args["data_root"]:
+        raise UserError("--data_root=DIR is needed: the data set's folder")
+    entry, root = DATASETS[args["dataset"]], args["data_root"]
+    found, train = [], None
+    with user_errors():
+        entry.ensure(root, False)
+        n = entry.num_classes(root, args["num_classes"])
+        for split in SPLITS:
+            try:
+                dataset = entry.build(root, split, n, None, False)
+            except MissingSplit as e:
+                print(f"{split}: missing ({e})")
+                continue
+            if split == SPLITS[0]:
+                print(f"{args['dataset']} data set at {root}: {dataset.num_classes} classes "
+                      f"({', '.join(dataset.class_names)}), void {VOID}")
+            survey = Survey(dataset.num_classes)
+            found += list(problems(dataset, survey))
+            print("\n".join(survey_report(split, dataset, survey)))
+            if split == "train":
+                train = (dataset, survey)
+    if train is None:
+        found.append(f"{root}: no train split; training needs one")
+    else:
+        dataset, survey = train
+        w = median_frequency_of_counts(survey.pixels, survey.image_pixels)
+        print("median-frequency weights (train): "
+              + ", ".join(f"{name} {v:.4f}" for name, v in zip(dataset.class_names, w)))
+    if not found:
+        print("no problems found")
+        return 0
+    print(f"problems ({len(found)}):")
+    for p in found:
+        print(f"  {p}")
+    raise UserError(f"{len(found)} problem{'s' if len(found) > 1 else ''} in {root}, the first: {found[0]}")

@@ -12,9 +12,21 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def collate(batch):
+    """(images, masks, label sizes); masks stacked when they agree in size, else a list (a data
+    set of varying image sizes is scored at each label's own size)."""
     images = torch.stack([b[0] for b in batch])
-    masks = torch.stack([b[1] for b in batch]) if batch[0][1] is not None else None
+    masks = None
+    if batch[0][1] is not None:
+        masks = [b[1] for b in batch]
+        if all(m.shape == masks[0].shape for m in masks):
+            masks = torch.stack(masks)
     return images, masks, [tuple(b[2]) for b in batch]
+
+
+def collate_images(batch):
+    """(images, None) of (image, mask) items: the images only, all at the model's input size (the
+    BatchNorm statistics pass, whose masks may differ in size)."""
+    return torch.stack([b[0] for b in batch]), None
 
 
 class Labelled(torch.utils.data.Dataset):
@@ -61,7 +73,7 @@ class ImageFolder(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         from torchvision import tv_tensors
-        from .camvid import read_png
+        from .base import read_png
         image = torch.from_numpy(read_png(self.files[i], "RGB")).permute(2, 0, 1)
         x, _ = self.transform(tv_tensors.Image(image), None)
         return x.as_subclass(torch.Tensor), None, image.shape[-2:]

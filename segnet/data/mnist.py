@@ -26,6 +26,8 @@ import re
 import numpy as np
 import torch
 
+from .base import DatasetEntry, SegmentationDataset, default_palette
+
 
 CLASS_NAMES = ["background"] + [str(d) for d in range(10)]
 CANVAS = 64  # the reference's image side
@@ -46,7 +48,7 @@ _MANUAL_DOWNLOAD = (
 )
 
 
-class MultiDigitMNIST(torch.utils.data.Dataset):
+class MultiDigitMNIST(SegmentationDataset):
     """Multi-digit MNIST segmentation: `ds[i]` is (image float32 (3, H, W) in [0, 1], mask int64 (H, W)).
 
     root: folder with the reference's .mat batches, or with MNIST idx files (directly or in MNIST/raw/).
@@ -60,6 +62,7 @@ class MultiDigitMNIST(torch.utils.data.Dataset):
 
     class_names = CLASS_NAMES
     num_classes = len(CLASS_NAMES)
+    palette = default_palette(len(CLASS_NAMES))
 
     def __init__(self, root, split="train", transforms=None, download=False, seed=0, size=None,
                  digits_per_image=(1, 3), ink_threshold=0.5):
@@ -193,6 +196,18 @@ class MultiDigitMNIST(torch.utils.data.Dataset):
         return image, torch.from_numpy(mask)
 
     # --- Dataset --------------------------------------------------------------------------------
+    def load_image(self, i):
+        """The (H, W, 3) uint8 image of item i, before any transform."""
+        i %= len(self)
+        image = self._mat_item(i)[0] if self.source == "mat" else self._idx_item(i)[0]
+        return (image.permute(1, 2, 0) * 255).round().byte().numpy()
+
+    def load_mask(self, i):
+        """The (H, W) uint8 mask of item i (0 background, 1-10 the digits), before any transform."""
+        i %= len(self)
+        mask = self._mat_item(i)[1] if self.source == "mat" else self._idx_item(i)[1]
+        return mask.numpy().astype(np.uint8)
+
     def __len__(self):
         return len(self._index) if self.source == "mat" else self._size
 
@@ -319,3 +334,14 @@ def _download(root):
     except Exception as e:  # offline: URLError / RuntimeError after every mirror failed
         raise ConnectionError(f"could not download MNIST into {raw} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                               + _MANUAL_DOWNLOAD.format(raw=raw)) from None
+
+
+def _build(root, split, num_classes, transforms, download):
+    if num_classes not in (0, len(CLASS_NAMES)):
+        raise ValueError(f"multidigit_mnist has 11 classes (background + 10 digits), not {num_classes}")
+    return MultiDigitMNIST(root, split, transforms=transforms, download=download)
+
+
+# the registry entry (segnet.data.DATASETS); the data set downloads itself when asked to
+ENTRY = DatasetEntry(build=_build, ensure=lambda root, download: None,
+                     num_classes=lambda root, requested: len(CLASS_NAMES))
