@@ -175,12 +175,10 @@ class Data:
         self.weight = weight.to(rt.device) if weight is not None else None
         self.sampler = engine.SeededSampler(len(self.train_set), config["seed"], shuffle=True, rank=rt.rank,
                                             world=rt.world)
-        if self.sampler.per_rank // config["batch_size"] == 0:
-            raise UserError(f"batch_size={config['batch_size']} is larger than the {len(self.train_set)}-image "
-                            f"training split")
+        self.batches = engine.EpochBatches(self.sampler, config["batch_size"])  # every image once per epoch
         kw = rt.loader_kwargs(config["num_workers"])
         self.train_loader = read_errors(torch.utils.data.DataLoader(
-            engine.Seeded(self.train_set), config["batch_size"], sampler=self.sampler, drop_last=True, **kw))
+            engine.Seeded(self.train_set), batch_sampler=self.batches, **kw))
         self.val_loader = read_errors(torch.utils.data.DataLoader(
             torch.utils.data.Subset(self.val_set, range(rt.rank, len(self.val_set), rt.world)),
             config["batch_size"], collate_fn=collate, **kw))
@@ -240,7 +238,7 @@ def train(step_model, net, optimizer, data, config, rt, state, tb, log):
         with tqdm(total=max_iters * bs * rt.world, initial=state.iter * bs * rt.world, unit="img",
                   disable=not rt.master, dynamic_ncols=True, desc="train") as bar, \
                 engine.Interrupts(stops) as interrupts:
-            for loss in engine.train_iterations(step_model, data.train_loader, data.sampler, bs, optimizer, rt,
+            for loss in engine.train_iterations(step_model, data.train_loader, data.batches, optimizer, rt,
                                                 data.weight, config["lr_schedule"], config["lr"], max_iters,
                                                 state, guard=interrupts.step):
                 loss_sum += loss
