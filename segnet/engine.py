@@ -151,6 +151,42 @@ class RunState:
         return mean
 
 
+class HostReadout:
+    """Device values read on the host one log interval late, so that logging never stalls the
+    device's queue: `swap(values, iteration)` starts copying `values` (a device tensor) to host
+    memory and returns the previous call's (iteration, host copy), whose copy has finished long
+    since (on CUDA this waits on that copy's event only, not on the steps queued after it)."""
+
+    def __init__(self):
+        self.pending = None
+
+    def swap(self, values, iteration):
+        values = values.detach()
+        if values.device.type == "cuda":
+            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            host.copy_(values, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        else:
+            host, done = values.clone(), None
+        previous, self.pending = self.pending, (iteration, host, done)
+        return self._read(previous)
+
+    def flush(self):
+        """The last swap's values (waiting for them), and nothing pending."""
+        previous, self.pending = self.pending, None
+        return self._read(previous)
+
+    @staticmethod
+    def _read(entry):
+        if entry is None:
+            return None
+        iteration, host, done = entry
+        if done is not None:
+            done.synchronize()
+        return iteration, host
+
+
 def train_iterations(model, loader, batches, optimizer, rt, weight, lr_schedule, base_lr,
                      max_iters, state, guard=contextlib.nullcontext):
     """Iterations (as the Caffe solver counts them) from `state.iter` to `max_iters`, yielding each
