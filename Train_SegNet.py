@@ -73,7 +73,7 @@ device = "auto"              # auto | cpu | cuda | cuda:N
 dtype = "auto"               # auto (bf16 on AMX/AVX512-BF16 CPUs and new GPUs, fp16 on old GPUs) | float32 | bfloat16 | float16
 channels_last = "auto"       # NHWC memory format: auto (NHWC on GPUs and AVX512 CPUs, and on AVX2-only CPUs in fp32 with GEMM weight gradients for 3x3 models) | true | false
 conv_wgrad = "auto"          # conv weight gradients: auto (GEMMs for fp32 NHWC on CPUs without AVX512, else oneDNN) | gemm | onednn
-compile = False              # torch.compile the model (Inductor; the first steps compile)
+compile = "auto"             # torch.compile the model (Inductor; the first steps compile): auto (off until measured to win; docs/gpu_speed.md) | true | false
 data_on_device = "auto"      # the training split decoded once onto the device, batches made there: auto (CUDA, if under 1/4 of free memory) | true | false
 sync_bn = False              # SyncBatchNorm across processes under torchrun
 seed = 0
@@ -87,6 +87,7 @@ CHOICES = {
     "best_metric": ("mean_iou", "global_accuracy"), "optimizer": tuple(engine.OPTIMIZERS),
     "dtype": runtime.DTYPE_CHOICES, "channels_last": runtime.CHANNELS_LAST_CHOICES,
     "conv_wgrad": runtime.CONV_WGRAD_CHOICES, "data_on_device": DATA_ON_DEVICE_CHOICES,
+    "compile": runtime.COMPILE_CHOICES,
 }
 # What a resumed run may change; everything else comes from the checkpoint's config.
 RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
@@ -117,7 +118,7 @@ def main(argv=None):
         net, optimizer, state = make_model(config, rt, ckpt, log)
     model = torch.nn.parallel.DistributedDataParallel(
         net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else net
-    step_model = torch.compile(model) if config["compile"] else model
+    step_model = torch.compile(model) if runtime.resolve_compile(config["compile"], rt.device) else model
     tb = open_run_folder(config, rt)
 
     if train(step_model, net, optimizer, data, config, rt, state, tb, log) != 0:

@@ -3,7 +3,8 @@
 Used by Train_SegNet.py (over its hyperparameter block, with named presets), Evaluate_SegNet.py,
 `python -m segnet.bench` and `python -m segnet.data`. nanoGPT's configurator idea without `exec`:
 every override is parsed, type-checked against the default's type, and an unknown key is refused
-with the list of valid ones. A boolean key may also be given bare (`--compile` = `--compile=true`).
+with the list of valid ones. A boolean key, or one that takes true, may also be given bare
+(`--compile` = `--compile=true`).
 Keys starting with `_` are internal: accepted, but not listed by --help.
 """
 import ast
@@ -83,8 +84,9 @@ def parse_overrides(defaults, argv, presets=PRESETS, choices=None, minimums=None
     config = dict(defaults)
     pairs = []
     for arg in argv:
-        if arg.startswith("--") and "=" not in arg and isinstance(defaults.get(arg[2:]), bool):
-            arg += "=true"
+        if arg.startswith("--") and "=" not in arg and (isinstance(defaults.get(arg[2:]), bool)
+                                                        or "true" in (choices or {}).get(arg[2:], ())):
+            arg += "=true"  # a boolean, or a key with true among its values (compile=auto|true|false)
         if not arg.startswith("--") or "=" not in arg:
             raise UserError(f"unexpected argument {arg!r}: use --key=value (keys: {', '.join(visible(defaults))})")
         key, value = arg[2:].split("=", 1)

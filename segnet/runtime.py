@@ -78,6 +78,20 @@ def resolve_channels_last(value, device, dtype, conv_wgrad="auto", kernel_size=3
     return device.type == "cpu" and dtype == torch.float32 and conv_wgrad != "onednn" and kernel_size <= 3
 
 
+COMPILE_CHOICES = ("auto", "true", "false", True, False)  # a checkpoint of an older run stores a bool
+
+
+def resolve_compile(value, device):
+    """Whether to torch.compile the model. auto: off everywhere for now. On the CPU Inductor's
+    compile takes minutes and measured no faster here; on CUDA it becomes the default once
+    tools/gpu_check.sh's compiled row beats the eager one (docs/gpu_speed.md)."""
+    if isinstance(value, bool):
+        return value
+    if value not in COMPILE_CHOICES:
+        raise ValueError(f"compile={value}: expected one of auto, true, false")
+    return value == "true"
+
+
 CONV_WGRAD_CHOICES = ("auto", "gemm", "onednn")
 
 

@@ -78,3 +78,15 @@ def test_compiled_training_agrees_with_eager(spec):
     # rounding differences and are left out)
     for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
         torch.testing.assert_close(b, a, rtol=5e-2, atol=5e-2, msg=name)
+
+
+def test_compile_setting_resolves():
+    import Train_SegNet
+    from segnet import runtime
+    from segnet.config import parse_overrides
+    d = {"config": "camvid", **Train_SegNet.DEFAULTS}
+    assert d["compile"] == "auto" and runtime.resolve_compile("auto", CPU) is False  # off until measured to win
+    assert parse_overrides(d, ["--compile"], choices=Train_SegNet.CHOICES)["compile"] == "true"  # bare flag
+    assert runtime.resolve_compile("true", CPU) is True and runtime.resolve_compile(False, CPU) is False
+    with pytest.raises(ValueError, match="compile=yes: expected one of auto, true, false"):
+        runtime.resolve_compile("yes", CPU)
