@@ -22,7 +22,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from segnet import engine, runtime
+from segnet import device_data, engine, runtime
 from segnet.build import DATASETS, NORMALIZE_CHOICES, build_dataset, build_model, resolve_normalize
 from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_optimizer, save_checkpoint
 from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS, class_weights as make_class_weights
@@ -30,11 +30,13 @@ from segnet.class_weights import resolve_method, weights_from_record, weights_re
 from segnet.config import format_config, help_text, parse_overrides, wants_help
 from segnet.data import SPLITS, Labelled, MissingSplit, collate, collate_images
 from segnet.data.check import check_dataset
+from segnet.device_data import DATA_ON_DEVICE_CHOICES
 from segnet.errors import DataError, UserError, WorkerDied, read_errors, run_cli, user_errors
 from segnet.files import (FolderInUse, check_writable_folder, lock_folder, make_folders, replace_text, temp_files,
                           unlock_folder)
 from segnet.model import SPECS
 from segnet.report import write_curves
+from segnet.transforms import to_float, train_geometry
 
 # -----------------------------------------------------------------------------------------------
 # data
@@ -48,7 +50,7 @@ hflip = False                # random horizontal flips (the paper used no augmen
 scale_min = 1.0              # < 1: random scale+crop of scale_min..1 of the frame (not in the paper)
 normalize = "auto"           # auto (ImageNet mean/std with VGG weights, else /255) | imagenet | none | raw255 (0-255)
 eval_split = "val"           # split for validation during training: val | test
-num_workers = 2              # DataLoader worker processes
+num_workers = "auto"         # DataLoader worker processes: auto (the cores less one, 2 to 16) | 0, 1, 2, ...
 # model
 model = "segnet"             # segnet (VGG16, Sec. 3) | segnet_basic (Table 1) | segnet_lite (multi-digit MNIST)
 init_encoder = "vgg16"       # Sec. 3.2: ImageNet VGG16 | vgg16_bn | none | path to a state dict
@@ -79,7 +81,8 @@ device = "auto"              # auto | cpu | cuda | cuda:N
 dtype = "auto"               # auto (bf16 on AMX/AVX512-BF16 CPUs and new GPUs, fp16 on old GPUs) | float32 | bfloat16 | float16
 channels_last = "auto"       # NHWC memory format: auto (NHWC on GPUs and AVX512 CPUs, and on AVX2-only CPUs in fp32 with GEMM weight gradients for 3x3 models) | true | false
 conv_wgrad = "auto"          # conv weight gradients: auto (GEMMs for fp32 NHWC on CPUs without AVX512, else oneDNN) | gemm | onednn
-compile = False              # torch.compile the model
+compile = "auto"             # torch.compile the model (Inductor; the first steps compile): auto (off until measured to win; docs/gpu_speed.md) | true | false
+data_on_device = "auto"      # the training split decoded once onto the device, batches made there: auto (CUDA, if under 1/4 of free memory) | true | false
 sync_bn = False              # SyncBatchNorm across processes under torchrun
 seed = 0
 # -----------------------------------------------------------------------------------------------
@@ -91,13 +94,14 @@ CHOICES = {
     "class_weights": CLASS_WEIGHT_METHODS, "lr_schedule": tuple(engine.LR_SCHEDULES),
     "best_metric": ("mean_iou", "global_accuracy"), "optimizer": tuple(engine.OPTIMIZERS),
     "dtype": runtime.DTYPE_CHOICES, "channels_last": runtime.CHANNELS_LAST_CHOICES,
-    "conv_wgrad": runtime.CONV_WGRAD_CHOICES,
+    "conv_wgrad": runtime.CONV_WGRAD_CHOICES, "data_on_device": DATA_ON_DEVICE_CHOICES,
+    "compile": runtime.COMPILE_CHOICES,
 }
 # What a resumed run may change; everything else comes from the checkpoint's config.
 RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
                      "out_dir", "resume", "device", "dtype", "channels_last", "conv_wgrad", "compile", "bn_recompute", "bn_recompute_val",
-                     "best_metric", "overwrite")
-MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_interval": 1, "num_workers": 0,
+                     "best_metric", "data_on_device", "overwrite")
+MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_interval": 1,
             "eval_interval": 0, "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0,
             "scale_min": 0.01}
 
@@ -125,7 +129,7 @@ def main(argv=None):
             net, optimizer, state = make_model(config, rt, ckpt, log)
         model = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else net
-        step_model = torch.compile(model) if config["compile"] else model
+        step_model = torch.compile(model) if runtime.resolve_compile(config["compile"], rt.device) else model
         tb = folder.tb
         write_class_weights(config, data, rt)
 
@@ -171,6 +175,7 @@ def configure(argv):
             config["overwrite"] = False
         if "out_dir" not in explicit:
             config["out_dir"] = os.path.dirname(os.path.abspath(config["resume"]))
+    runtime.resolve_num_workers(config["num_workers"])  # a bad value ends here, before any work
     # derived values, stored with the run (evaluation uses the same normalisation)
     config["normalize"] = resolve_normalize(config)
     config["class_weights"] = resolve_method(config["class_weights"], config["dataset"], config["num_classes"])
@@ -215,12 +220,13 @@ class Data:
         self.weight = weight.to(rt.device) if weight is not None else None
         self.sampler = engine.SeededSampler(len(self.train_set), config["seed"], shuffle=True, rank=rt.rank,
                                             world=rt.world)
-        if self.sampler.per_rank // config["batch_size"] == 0:
-            raise UserError(f"batch_size={config['batch_size']} is larger than the {len(self.train_set)}-image "
-                            f"training split")
+        self.batches = engine.EpochBatches(self.sampler, config["batch_size"])  # every image once per epoch
         kw = rt.loader_kwargs(config["num_workers"])
-        self.train_loader = read_errors(torch.utils.data.DataLoader(
-            engine.Seeded(self.train_set), config["batch_size"], sampler=self.sampler, drop_last=True, **kw))
+        self.on_device = load_on_device(config, rt)  # None: the DataLoader reads the files
+        self.train_loader = (self.on_device.loader(self.batches) if self.on_device is not None else
+                             read_errors(torch.utils.data.DataLoader(
+                                 engine.Seeded(self.train_set), batch_sampler=self.batches, **kw,
+                                 generator=quiet_generator())))
         self.val_loader = self.val_set and read_errors(torch.utils.data.DataLoader(
             torch.utils.data.Subset(self.val_set, range(rt.rank, len(self.val_set), rt.world)),
             config["batch_size"], collate_fn=collate, **kw))
@@ -238,11 +244,33 @@ def validation_set(config):
                            f"to train without validation") from None
 
 
+def quiet_generator():
+    """A DataLoader draws its workers' base seed from this instead of the run's RNG, so the
+    run's random stream (dropout) is the same with files, with data on the device, and resumed
+    (the data's own randomness comes from SeededSampler's per-sample seeds)."""
+    return torch.Generator().manual_seed(0)
+
+
+def load_on_device(config, rt):
+    """With data_on_device (auto: on CUDA when it fits), the training split decoded once onto the
+    device, its batches augmented there (segnet.device_data); else None."""
+    raw = device_data.raw_dataset(lambda t: DATASETS[config["dataset"]].build(
+        config["data_root"], "train", config["num_classes"], t, config["download"]))
+    if not device_data.resolve_data_on_device(config["data_on_device"], rt.device, lambda: device_data.split_bytes(raw)):
+        return None
+    return device_data.DeviceData.load(
+        raw, rt.device, train_geometry(config["height"], config["width"], config["hflip"], config["scale_min"]),
+        to_float(config["normalize"]), workers=runtime.resolve_num_workers(config["num_workers"], rt.world))
+
+
 def make_data(config, rt, ckpt, log):
     data = Data(config, rt, ckpt.get("class_weights") if ckpt is not None else None)
     val = f"{len(data.val_set)} {config['eval_split']}" if data.val_set else f"no {config['eval_split']} split,"
+    where = (f"decoded onto {rt.device} ({data.on_device.nbytes / 2**20:.0f} MB), batches made there"
+             if data.on_device is not None else f"{runtime.resolve_num_workers(config['num_workers'], rt.world)} "
+             f"loader workers")
     log(f"data: {len(data.train_set)} train / {val} images from {config['data_root']} ({data.checked} "
-        f"image/label files checked), class weights {data.class_weights['method']}")
+        f"image/label files checked; training split {where}), class weights {data.class_weights['method']}")
     return data
 
 
@@ -387,6 +415,7 @@ def train(step_model, net, optimizer, data, config, rt, state, tb, log):
     a DataError; a non-finite loss stops the run without saving (UserError)."""
     max_iters, bs, out_dir = config["max_iters"], config["batch_size"], config["out_dir"]
     loss_sum, seen, t0, n0 = torch.zeros((), device=rt.device), 0, time.time(), state.iter
+    readout = engine.HostReadout()  # the bar shows the previous interval: no step waits for the host
     try:  # the bar closes on the way out, so any message after it starts on a line of its own
         with tqdm(total=max_iters * bs * rt.world, initial=state.iter * bs * rt.world, unit="img",
                   disable=not rt.master, dynamic_ncols=True, desc="train") as bar, \
@@ -395,20 +424,20 @@ def train(step_model, net, optimizer, data, config, rt, state, tb, log):
                 validate(net, optimizer, data, config, rt, state, tb, log)
             if state.validated == state.iter < max_iters:  # its loss went into that validation's row
                 state.interval_loss.zero_()
-            for loss in engine.train_iterations(step_model, data.train_loader, data.sampler, bs, optimizer, rt,
+            for loss in engine.train_iterations(step_model, data.train_loader, data.batches, optimizer, rt,
                                                 data.weight, config["lr_schedule"], config["lr"], max_iters,
                                                 state, guard=interrupts.step):
                 loss_sum += loss
                 seen += 1
                 if state.iter % config["log_interval"] == 0 or state.iter == max_iters:
-                    check_finite(state, out_dir)  # the one host sync per log interval
-                    bar.update(state.iter * bs * rt.world - bar.n)
-                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}",
-                                    lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
-                    if tb is not None:
-                        tb.add_scalar("train/loss", float(loss_sum) / seen, state.iter)
+                    shown = readout.swap(torch.stack([loss_sum / seen, state.first_bad.float()]), state.iter)
+                    if state.iter == max_iters:
+                        shown = readout.flush()
                     loss_sum.zero_()
                     seen = 0
+                    bar.update(state.iter * bs * rt.world - bar.n)
+                    if shown is not None:
+                        show_interval(shown, bar, tb, optimizer, out_dir)
                 if config["eval_interval"] and state.iter % config["eval_interval"] == 0 \
                         and state.iter < max_iters:
                     validate(net, optimizer, data, config, rt, state, tb, log)
@@ -437,11 +466,22 @@ def stop_signals(rt):
     return (signal.SIGINT, signal.SIGTERM) if rt.master else (signal.SIGINT,)
 
 
-def check_finite(state, out_dir):
-    bad = state.bad_iteration()
+def check_finite(state, out_dir, bad=None):
+    """Stop a run whose loss has gone non-finite (`bad`: the first such iteration, read already;
+    else read from the device, a host sync)."""
+    bad = state.bad_iteration() if bad is None else (bad if bad >= 0 else None)
     if bad is not None:
         raise UserError(f"loss became non-finite at iteration {bad}; stopped without saving, the last good "
                         f"checkpoint in {out_dir} is kept")
+
+
+def show_interval(shown, bar, tb, optimizer, out_dir):
+    """A log interval's mean loss in the bar and TensorBoard, once its values are on the host."""
+    iteration, (loss, first_bad) = shown[0], shown[1].tolist()
+    check_finite(None, out_dir, int(first_bad))
+    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
+    if tb is not None:
+        tb.add_scalar("train/loss", loss, iteration)
 
 
 def validate(net, optimizer, data, config, rt, state, tb, log):
@@ -525,11 +565,15 @@ def save(net, optimizer, data, config, rt, state, name, metrics=None):
 def recompute_bn(net, data, config, rt):
     """compute_bn_statistics.py: BN statistics over the whole training set (evaluation transforms),
     each rank its share, averaged across ranks."""
-    with user_errors():
-        train_eval = build_dataset(config, "train", train=False)
-    loader = read_errors(torch.utils.data.DataLoader(
-        torch.utils.data.Subset(train_eval, range(rt.rank, len(data.train_set), rt.world)),
-        config["batch_size"], collate_fn=collate_images, **rt.loader_kwargs(config["num_workers"])))
+    mine = range(rt.rank, len(data.train_set), rt.world)
+    if data.on_device is not None:  # the same frames, already on the device: resized and normalised there
+        loader = data.on_device.eval_batches(mine, config["batch_size"], config["height"], config["width"])
+    else:
+        with user_errors():
+            train_eval = build_dataset(config, "train", train=False)
+        loader = read_errors(torch.utils.data.DataLoader(
+            torch.utils.data.Subset(train_eval, mine), config["batch_size"], collate_fn=collate_images,
+            **rt.loader_kwargs(config["num_workers"]), generator=quiet_generator()))
     engine.recompute_bn_statistics(net, loader, rt.device, rt.dtype, rt.channels_last)
 
 

@@ -35,13 +35,48 @@ class SeededSampler(torch.utils.data.Sampler):
     def __len__(self):
         return self.per_rank - self.start
 
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+    def epoch_items(self, epoch):
+        """This rank's (index, seed) pairs of `epoch`, in order: its share of one permutation."""
+        g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
         order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
         order = torch.cat([order, order[: self.per_rank * self.world - self.n]])  # pad to equal shares
         seeds = torch.randint(0, 2**62, (len(order),), generator=g)
-        mine = list(zip(order.tolist(), seeds.tolist()))[self.rank::self.world]
-        return iter(mine[self.start:])
+        return list(zip(order.tolist(), seeds.tolist()))[self.rank::self.world]
+
+    def __iter__(self):
+        return iter(self.epoch_items(self.epoch)[self.start:])
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Batches of `batch_size` (index, seed) pairs, endless, cut from the stream of `sampler`'s
+    epochs one after another: a batch may end one epoch and begin the next, so every image is
+    used exactly once per epoch and none is dropped (TPAMI Sec. 3.3: "before each epoch, the
+    training set is shuffled and each mini-batch (12 images) is then picked in order thus
+    ensuring that each image is used only once in an epoch"; Caffe's data layers and chainercv's
+    iterators read their data the same way). Batch k holds stream positions k*B .. k*B+B-1, so
+    `start_at(iteration)` resumes mid-epoch exactly. Under DDP each rank cuts its own share of
+    every epoch (`SeededSampler(rank, world)`, padded as DistributedSampler pads)."""
+
+    def __init__(self, sampler, batch_size):
+        if batch_size > sampler.per_rank:
+            raise ValueError(f"batch_size={batch_size} is larger than the {sampler.per_rank} images of "
+                             f"an epoch{' per process' if sampler.world > 1 else ''}")
+        self.sampler, self.batch_size, self.position = sampler, batch_size, 0
+
+    def start_at(self, iteration):
+        """The next iteration is `iteration` (the batches before it were consumed)."""
+        self.position = iteration * self.batch_size
+
+    def __iter__(self):
+        epoch, offset = divmod(self.position, self.sampler.per_rank)
+        batch = []
+        while True:
+            for item in self.sampler.epoch_items(epoch)[offset:]:
+                batch.append(item)
+                if len(batch) == self.batch_size:
+                    yield batch
+                    batch = []
+            epoch, offset = epoch + 1, 0
 
 
 class Seeded(torch.utils.data.Dataset):
@@ -121,29 +156,67 @@ class RunState:
         return float(self.interval_loss[0]) / max(float(self.interval_loss[1]), 1.0)
 
 
-def train_iterations(model, loader, sampler, batch_size, optimizer, rt, weight, lr_schedule, base_lr,
+class HostReadout:
+    """Device values read on the host one log interval late, so that logging never stalls the
+    device's queue: `swap(values, iteration)` starts copying `values` (a device tensor) to host
+    memory and returns the previous call's (iteration, host copy), whose copy has finished long
+    since (on CUDA this waits on that copy's event only, not on the steps queued after it)."""
+
+    def __init__(self):
+        self.pending = None
+
+    def swap(self, values, iteration):
+        values = values.detach()
+        if values.device.type == "cuda":
+            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            host.copy_(values, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        else:
+            host, done = values.clone(), None
+        previous, self.pending = self.pending, (iteration, host, done)
+        return self._read(previous)
+
+    def flush(self):
+        """The last swap's values (waiting for them), and nothing pending."""
+        previous, self.pending = self.pending, None
+        return self._read(previous)
+
+    @staticmethod
+    def _read(entry):
+        if entry is None:
+            return None
+        iteration, host, done = entry
+        if done is not None:
+            done.synchronize()
+        return iteration, host
+
+
+def train_iterations(model, loader, batches, optimizer, rt, weight, lr_schedule, base_lr,
                      max_iters, state, guard=contextlib.nullcontext):
     """Iterations (as the Caffe solver counts them) from `state.iter` to `max_iters`, yielding each
-    step's loss (a device tensor) after `state` has counted it. The data order depends only on the
-    iteration (SeededSampler), so a resumed run sees what an uninterrupted one would have. Each step,
-    from its learning rate to its count, runs inside `guard()` (`Interrupts.step`)."""
-    per_epoch = sampler.per_rank // batch_size
+    step's loss (a device tensor) after `state` has counted it. `loader` reads the endless
+    `batches` (EpochBatches), whose order depends only on the iteration, so a resumed run sees
+    what an uninterrupted one would have. Each step, from its learning rate to its count, runs
+    inside `guard()` (`Interrupts.step`). Nothing here waits for the device."""
     model.train()
-    while state.iter < max_iters:
-        sampler.set_epoch(state.iter // per_epoch, start=(state.iter % per_epoch) * batch_size)
-        for images, masks in loader:
-            with guard():
-                set_lr(optimizer, learning_rate(lr_schedule, base_lr, state.iter, max_iters))
-                images = rt.images(images)
-                masks = masks.to(rt.device, non_blocking=True)
-                loss = train_step(model, images, masks, optimizer, rt.scaler, rt.device, rt.dtype, weight)
-                state.first_bad = torch.where((state.first_bad < 0) & ~torch.isfinite(loss), state.iter + 1,
-                                              state.first_bad)
-                state.interval_loss += torch.stack([loss.float(), torch.ones((), device=rt.device)])
-                state.iter += 1
-            yield loss
-            if state.iter >= max_iters:
-                return
+    if state.iter >= max_iters:
+        return
+    batches.start_at(state.iter)
+    for images, masks in loader:
+        with guard():
+            set_lr(optimizer, learning_rate(lr_schedule, base_lr, state.iter, max_iters))
+            images = rt.images(images)
+            masks = masks.to(rt.device, non_blocking=True)
+            loss = train_step(model, images, masks, optimizer, rt.scaler, rt.device, rt.dtype, weight)
+            state.first_bad = torch.where((state.first_bad < 0) & ~torch.isfinite(loss), state.iter + 1,
+                                          state.first_bad)
+            state.interval_loss[0] += loss.float()
+            state.interval_loss[1] += 1
+            state.iter += 1
+        yield loss
+        if state.iter >= max_iters:
+            return
 
 
 class Interrupts:

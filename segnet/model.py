@@ -118,6 +118,10 @@ class EncoderStage(nn.Module):
         return self.dropout(x), indices, size
 
 
+def _is_channels_last(x):
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def max_unpool2d_scatter(x, indices, size):
     """MaxUnpool2d(x, indices, output_size=size) as one scatter on flattened indices.
 
@@ -131,6 +135,22 @@ def max_unpool2d_scatter(x, indices, size):
     out = x.new_zeros(b, c, h * w)                               # (B, C, H*W)
     out = out.scatter(2, indices.flatten(2), x.flatten(2))      # indices count within one H*W plane
     return out.view(b, c, h, w)                                  # (B, C, H, W)
+
+
+def max_unpool2d_channels_last(x, indices, size):
+    """MaxUnpool2d(x, indices, output_size=size) for a channels_last `x`, returned channels_last:
+    one scatter along the flattened H*W of the (B, H*W, C) view, which is the memory order itself.
+
+    CUDA's max_unpool2d returns a contiguous (NCHW) map even for a channels_last input, and so does
+    Inductor's decomposition on CUDA (pytorch/pytorch#187173): two layout copies of a full-size map
+    per decoder stage. Same values and gradient (a gather) as nn.MaxUnpool2d.
+    """
+    b, c, h_in, w_in = x.shape                                     # x, indices: (B, C, h, w), NHWC in memory
+    h, w = size
+    src = x.permute(0, 2, 3, 1).reshape(b, h_in * w_in, c)         # (B, h*w, C), a view
+    index = indices.permute(0, 2, 3, 1).reshape(b, h_in * w_in, c)
+    out = x.new_zeros(b, h * w, c).scatter(1, index, src)          # (B, H*W, C)
+    return out.view(b, h, w, c).permute(0, 3, 1, 2)                # (B, C, H, W), channels_last
 
 
 class DecoderStage(nn.Module):
@@ -154,6 +174,8 @@ class DecoderStage(nn.Module):
         with _autocast_off(x.device.type):
             if self.scatter_unpool:
                 x = max_unpool2d_scatter(x, indices, size)
+            elif x.device.type == "cuda" and x.dim() == 4 and _is_channels_last(x):
+                x = max_unpool2d_channels_last(x, indices, size)
             else:
                 x = self.unpool(x, indices, output_size=size)  # sparse map at the encoder's pre-pool size
         return self.dropout(self.convs(x))

@@ -1,7 +1,9 @@
-"""Where a training step's time goes on this machine: torch.profiler's operators and oneDNN's
+"""Where a training step's time goes on this machine: torch.profiler's operators, summed by
+operator class (convolutions, BN, unpooling, pooling, elementwise, loss, optimizer), and oneDNN's
 kernels (ONEDNN_VERBOSE) for one configuration, resolved as Train_SegNet.py resolves it.
 
     python -m segnet.profile                                     # the default: full SegNet, 360x480, batch 2
+    python -m segnet.profile --device=cuda --batch_size=4        # CUDA kernel time by class (no oneDNN part)
     python -m segnet.profile --channels_last=false               # NCHW on this machine
     python -m segnet.profile --conv_wgrad=onednn --channels_last=true --model=segnet_basic --height=180 --width=240 --batch_size=4
 
@@ -18,6 +20,7 @@ import sys
 import time
 
 OPTIONS = {
+    "device": "cpu",            # cpu | cuda[:N]
     "model": "segnet",          # segnet | segnet_basic | segnet_lite
     "height": 360,
     "width": 480,
@@ -25,6 +28,7 @@ OPTIONS = {
     "dtype": "auto",            # as Train_SegNet.py: auto | float32 | bfloat16 | float16
     "channels_last": "auto",    # auto | true | false
     "conv_wgrad": "auto",       # auto | gemm | onednn
+    "compile": False,           # torch.compile the model (the warm-up step compiles)
     "steps": 2,                 # profiled steps (after one warm-up)
     "rows": 15,                 # operators shown
     "onednn": True,             # also the oneDNN kernel summary (a child process)
@@ -40,17 +44,55 @@ def make_step(opts):
     from . import engine, runtime
     from .model import SPECS, SegNet
     spec = SPECS[opts["model"]]
-    rt = runtime.setup("cpu", opts["dtype"], opts["channels_last"], conv_wgrad=opts["conv_wgrad"],
+    rt = runtime.setup(opts["device"], opts["dtype"], opts["channels_last"], conv_wgrad=opts["conv_wgrad"],
                        kernel_size=spec.kernel_size)
     torch.manual_seed(0)
     model = rt.place(SegNet(11, spec=opts["model"])).train()
     images = rt.images(torch.rand(opts["batch_size"], 3, opts["height"], opts["width"]))
-    masks = torch.randint(0, 11, (opts["batch_size"], opts["height"], opts["width"]))
+    masks = torch.randint(0, 11, (opts["batch_size"], opts["height"], opts["width"]), device=rt.device)
     optimizer = engine.make_optimizer("sgd", model, 0.001, 0.9, 0.0005)
+    step_model = torch.compile(model) if opts.get("compile") else model
 
     def step():
-        return engine.train_step(model, images, masks, optimizer, rt.scaler, rt.device, rt.dtype)
+        return engine.train_step(step_model, images, masks, optimizer, rt.scaler, rt.device, rt.dtype)
     return rt, step
+
+
+# Operator classes for "where the rest goes": the first pattern found in an operator's name wins.
+OP_CLASSES = (
+    ("unpooling", ("max_unpool", "scatter", "gather")),
+    ("pooling", ("max_pool",)),
+    ("convolution", ("conv", "wgrad", "mm", "addmm")),
+    ("batch norm", ("batch_norm", "_bn")),
+    ("loss", ("nll_loss", "log_softmax", "cross_entropy")),
+    ("optimizer", ("_foreach", "sgd", "adam")),
+    ("layout copies", ("copy_", "contiguous", "clone", "_to_copy", "to_dense", "reorder")),
+    ("elementwise", ("relu", "threshold", "add", "mul", "sub", "div", "fill", "zero", "where", "isfinite",
+                     "sum", "clamp", "ne", "eq", "stack", "lrn", "local_response", "pow", "avg_pool", "exp")),
+)
+
+
+def op_class(name):
+    low = name.lower()
+    if "triton" in low or "cpp_fused" in low or low.startswith("graph_") or "compiled" in low:
+        return "compiled kernels"
+    for cls, patterns in OP_CLASSES:
+        if any(p in low for p in patterns):
+            return cls
+    return "other"
+
+
+def time_by_class(events, device_type):
+    """{class: (self ms, share)} from a profiler's key_averages(): self CPU time of each operator on
+    the CPU, self device (kernel) time on CUDA. Self times do not double-count nested calls."""
+    attr = "self_device_time_total" if device_type == "cuda" else "self_cpu_time_total"
+    totals = collections.defaultdict(float)
+    for e in events:
+        us = getattr(e, attr, 0.0) or 0.0
+        if us > 0:
+            totals[op_class(e.key)] += us / 1000
+    total = sum(totals.values()) or 1.0
+    return {k: (ms, ms / total) for k, ms in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 def onednn_summary(text):
@@ -99,17 +141,26 @@ def main(argv=None):
     from .runtime import hardware_line
     print(f"{opts['model']} {opts['height']}x{opts['width']}, batch {opts['batch_size']}, training step, "
           f"autocast {rt.dtype_name}, {rt.layout}; {hardware_line(rt.device)}, {torch.get_num_threads()} threads")
+    cuda = rt.device.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(rt.device)) if cuda else (lambda: None)
     step()
+    sync()
     t = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
         for _ in range(opts["steps"]):
             step()
+        sync()
     per_step = (time.perf_counter() - t) / opts["steps"]
     print(f"{per_step:.3f} s per step under the profiler ({opts['steps']} steps)\n")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=opts["rows"],
-                                    max_name_column_width=44))
-    if opts["onednn"]:
-        child = {k: v for k, v in opts.items() if k != "_child"}
+    events = prof.key_averages()
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(events.table(sort_by=sort, row_limit=opts["rows"], max_name_column_width=44))
+    print(f"by operator class ({'self CUDA kernel' if cuda else 'self CPU'} time over {opts['steps']} steps):")
+    for cls, (ms, share) in time_by_class(events, rt.device.type).items():
+        print(f"  {cls:16s} {ms / opts['steps']:10.1f} ms/step  {100 * share:5.1f}%")
+    if opts["onednn"] and not cuda:
+        child = {**{k: v for k, v in opts.items() if k != "_child"}, "compile": False}
         proc = subprocess.run([sys.executable, "-m", "segnet.profile", f"--_child={json.dumps(child)}"],
                               capture_output=True, text=True, env={**os.environ, "ONEDNN_VERBOSE": "1"})
         if proc.returncode != 0:

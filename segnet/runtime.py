@@ -77,6 +77,20 @@ def resolve_channels_last(value, device, dtype, conv_wgrad="auto", kernel_size=3
     return device.type == "cpu" and dtype == torch.float32 and conv_wgrad != "onednn" and kernel_size <= 3
 
 
+COMPILE_CHOICES = ("auto", "true", "false", True, False)  # a checkpoint of an older run stores a bool
+
+
+def resolve_compile(value, device):
+    """Whether to torch.compile the model. auto: off everywhere for now. On the CPU Inductor's
+    compile takes minutes and measured no faster here; on CUDA it becomes the default once
+    tools/gpu_check.sh's compiled row beats the eager one (docs/gpu_speed.md)."""
+    if isinstance(value, bool):
+        return value
+    if value not in COMPILE_CHOICES:
+        raise ValueError(f"compile={value}: expected one of auto, true, false")
+    return value == "true"
+
+
 CONV_WGRAD_CHOICES = ("auto", "gemm", "onednn")
 
 
@@ -102,7 +116,24 @@ def to_device(images, device, channels_last):
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
-def loader_kwargs(device, num_workers):
+def resolve_num_workers(value, processes=1):
+    """DataLoader worker processes: an integer >= 0, or auto: the cores this process may use,
+    shared among `processes` (DDP ranks on the machine), less one for the main process; at least 2
+    (2 on a 2-core machine, where a loader with 2 workers kept the step fed) and at most 16."""
+    if value == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(2, min(16, cores // max(processes, 1) - 1))
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0 or str(value).strip() != str(n):
+        raise ValueError(f"--num_workers={value}: expected a value >= 0 or auto")
+    return n
+
+
+def loader_kwargs(device, num_workers, processes=1):
+    num_workers = resolve_num_workers(num_workers, processes)
     return dict(num_workers=num_workers, pin_memory=device.type == "cuda",
                 persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
 
@@ -149,7 +180,7 @@ class Runtime:
         return ("channels_last" if self.channels_last else "NCHW") + (", GEMM weight gradients" if self.gemm_wgrad else "")
 
     def loader_kwargs(self, num_workers):
-        return loader_kwargs(self.device, num_workers)
+        return loader_kwargs(self.device, num_workers, self.world)
 
 
 def setup(device="auto", dtype="auto", channels_last="auto", distributed=False, conv_wgrad="auto", kernel_size=3,

@@ -48,8 +48,8 @@ class ImageOnly:
         return self.transform(image), mask
 
 
-def train_transforms(height, width, normalize="imagenet", hflip=False, scale_min=1.0):
-    """Resize to the training size; optional flip and random scale+crop (the paper used neither)."""
+def train_geometry(height, width, hflip=False, scale_min=1.0):
+    """The random, geometric part of train_transforms on a uint8 image and mask, on any device."""
     ops = []
     if scale_min < 1.0:
         # a random crop of scale_min..1 of the frame (aspect kept), resized to (height, width)
@@ -59,7 +59,17 @@ def train_transforms(height, width, normalize="imagenet", hflip=False, scale_min
         ops.append(v2.Resize((height, width), antialias=True))
     if hflip:
         ops.append(v2.RandomHorizontalFlip())
-    return v2.Compose(ops + _to_float(normalize))
+    return v2.Compose(ops)
+
+
+def to_float(normalize):
+    """The image's conversion to the model's input (no randomness): one image or a batch."""
+    return v2.Compose(_to_float(normalize))
+
+
+def train_transforms(height, width, normalize="imagenet", hflip=False, scale_min=1.0):
+    """Resize to the training size; optional flip and random scale+crop (the paper used neither)."""
+    return v2.Compose([train_geometry(height, width, hflip, scale_min), to_float(normalize)])
 
 
 def eval_transforms(height, width, normalize="imagenet"):

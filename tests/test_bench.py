@@ -117,7 +117,7 @@ def test_cli_end_to_end_writes_json(tmp_path):
                   f"--json={out}", f"--data_root={camvid}", "--loader_workers=0", "--loader_batches=2",
                   "--matmul_size=256", "--device=cpu")
     assert p.returncode == 0, p.stderr
-    assert "yardstick" in p.stdout and "paper Table 6" in p.stdout and "targets:" in p.stdout
+    assert "yardstick" in p.stdout and "paper Table 6" in p.stdout and "targets (utilisation" in p.stdout and "figures: " in p.stdout
     res = json.loads(out.read_text())
     assert res["schema"] == "segnet-bench-v1"
     assert {"schema", "command", "machine", "settings", "repo_default", "paper", "flops", "matmul_peak",
@@ -141,9 +141,31 @@ def test_cli_end_to_end_writes_json(tmp_path):
     sc = res["scoring"]  # the fixture's 4 test labels shifted 3 px, scored with the paper's BF
     assert sc["images"] == 4 and sc["seconds"] > 0 and 0 < sc["boundary_f1"] < 1 and "scoring 4 test" in p.stdout
     assert res["decode"]["lut_ms"] > 0 and res["decode"]["loop_ms"] > 0
-    assert set(res["targets"]) == {"train_speedup", "infer_speedup", "whole_process_speedup",
-                                   "loader_vs_training", "decode_speedup"}
-    assert res["whole_process"] is None and res["targets"]["whole_process_speedup"]["met"] is None
+    assert set(res["targets"]) == {"train_utilisation", "whole_process_vs_step", "loader_vs_training", "decode_speedup"}
+    assert res["whole_process"] is None and res["targets"]["whole_process_vs_step"]["met"] is None
+    # the CPU target: the repo default row's utilisation (float32 NCHW is that row only where it is the default)
+    t = res["targets"]["train_utilisation"]
+    assert t["at_least"] == 0.75 and t["unit"] == "%"
+    default = [c for c in res["configs"] if c["name"] == res["repo_default"]["mode"]]
+    assert t["value"] == (default[0]["train"]["utilisation"] if default else None)
+    assert set(res["figures"]) == {"train_vs_yardstick", "infer_vs_yardstick", "whole_process_vs_straightforward"}
+    assert res["figures"]["train_vs_yardstick"] == (pytest.approx(default[0]["train"]["images_per_s"] /
+                                                    res["configs"][0]["train"]["images_per_s"]) if default else None)
+
+
+def test_rows_at_several_batch_sizes(tmp_path):
+    """--batch_sizes adds the repo default's row at each size: its own peak memory and utilisation."""
+    out = tmp_path / "bench.json"
+    p = run_bench("--height=32", "--width=48", "--iters=1", "--warmup=0", "--modes=yardstick",
+                  "--batch_sizes=1,2,3", f"--json={out}", "--data_root=none", "--matmul_size=128", "--device=cpu")
+    assert p.returncode == 0, p.stderr
+    res = json.loads(out.read_text())
+    rows = [(c["name"], c["batch_size"]) for c in res["configs"]]
+    mode = res["repo_default"]["mode"]
+    assert rows == [("yardstick", 2), (mode, 1), (mode, 3)] and res["settings"]["batch_sizes"] == [2, 1, 3]
+    for c in res["configs"][1:]:
+        assert c["train"]["peak_mb"] > 0 and 0 < c["train"]["utilisation"] and c["repo_default"]
+    assert " b3 " in p.stdout or p.stdout.count(" b3") >= 1
 
 
 @pytest.mark.slow
@@ -177,9 +199,11 @@ def test_bad_argument_is_one_line_and_exit_2():
     (["--modes=yardstick,fp8"], "'fp8' is not a mode"),
     (["--batch_size=0"], "--batch_size=0: expected a value >= 1"),
     (["--iters=many"], "--iters=many: expected an integer"),
-    (["--bogus=1"], "unknown key --bogus; valid keys: batch_size, compile"),
+    (["--bogus=1"], "unknown key --bogus; valid keys: batch_size, batch_sizes, compile"),
     (["--data_root=/nonexistent/CamVid"], "no such folder"),
     (["--compile", "--warmup=0"], "--compile needs --warmup >= 1"),
+    (["--batch_sizes=2,x"], "--batch_sizes=2,x: expected a comma list of integers"),
+    (["--batch_sizes=0"], "--batch_sizes=0: expected batch sizes >= 1"),
 ])
 def test_bad_values_are_user_errors(argv, message):
     with pytest.raises(UserError, match=message):

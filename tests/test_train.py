@@ -127,6 +127,49 @@ def test_sampler_order_depends_only_on_seed_epoch_and_position():
     assert len(got) == 12 and set(got) == set(range(10))  # padded to equal shares, all covered
 
 
+def stream(batches, n):
+    it = iter(batches)
+    return [next(it) for _ in range(n)]
+
+
+def test_one_epoch_visits_every_index_once_and_batches_run_across_epochs():
+    # CamVid's 367 training frames in batches of 12: 30 whole batches and 7 images of the 31st
+    # make epoch 0; the 31st's other 5 open epoch 1. Nothing is dropped.
+    sampler = engine.SeededSampler(367, seed=0)
+    got = [item for batch in stream(engine.EpochBatches(sampler, 12), 62) for item in batch]
+    assert all(len(b) == 12 for b in stream(engine.EpochBatches(sampler, 12), 62))
+    epoch0, epoch1 = [i for i, _ in got[:367]], [i for i, _ in got[367:734]]
+    assert sorted(epoch0) == list(range(367)) and sorted(epoch1) == list(range(367))
+    assert epoch0 != epoch1  # shuffled again before the next epoch
+    assert got[:367] == sampler.epoch_items(0) and got[367:734] == sampler.epoch_items(1)
+    # the old epochs of per_rank // batch_size batches skipped 7 images of every epoch
+    assert len(set(epoch0[:30 * 12])) == 360
+
+
+def test_epoch_batches_resume_mid_epoch_and_ranks_share_each_epoch():
+    sampler = engine.SeededSampler(10, seed=3)
+    full = stream(engine.EpochBatches(sampler, 4), 6)  # 24 positions: epochs 0, 1 and part of 2
+    later = engine.EpochBatches(sampler, 4)
+    later.start_at(3)  # position 12: two images into epoch 1
+    assert stream(later, 3) == full[3:]
+    assert [i for i, _ in full[2][:2]] == [i for i, _ in sampler.epoch_items(0)[8:]]
+    ranks = [engine.EpochBatches(engine.SeededSampler(10, seed=3, rank=r, world=3), 2) for r in range(3)]
+    first = [i for b in ranks for batch in stream(b, 2) for i, _ in batch]  # 2 batches of 2 = a rank's 4
+    assert len(first) == 12 and set(first) == set(range(10))  # one epoch: padded to equal shares
+    with pytest.raises(ValueError, match="batch_size=11 is larger than the 10 images of an epoch"):
+        engine.EpochBatches(sampler, 11)
+
+
+def test_segnet_basic_paper_preset_is_segnet_basic_at_batch_12():
+    paper, tutorial = PRESETS["segnet_basic_paper"], PRESETS["segnet_basic"]
+    assert (paper["batch_size"], paper["max_iters"], tutorial["batch_size"], tutorial["max_iters"]) == (12, 16000, 4, 10000)
+    same = {k: v for k, v in paper.items() if k not in ("batch_size", "max_iters")}
+    assert same == {k: tutorial[k] for k in same} and set(same) == set(tutorial) - {"batch_size", "max_iters"}
+    c = parse_overrides({"config": "camvid", **Train_SegNet.DEFAULTS}, ["--config=segnet_basic_paper"])
+    assert (c["lr"], c["lr_schedule"], c["momentum"], c["normalize"], c["model"]) == (0.1, "fixed", 0.9, "raw255", "segnet_basic")
+    assert (c["eval_interval"], c["bn_recompute_val"], c["best_metric"]) == (500, True, "global_accuracy")
+
+
 # -- whole runs -------------------------------------------------------------------------------
 def test_checkpoint_contents_and_resume_is_exact(camvid, tmp_path):
     straight, part = tmp_path / "straight", tmp_path / "part"
@@ -145,6 +188,22 @@ def test_checkpoint_contents_and_resume_is_exact(camvid, tmp_path):
     assert not torch.equal(a["model"]["classifier.weight"], ck2["model"]["classifier.weight"])
     assert (straight / "best.pt").exists() and (straight / "metrics.csv").read_text().startswith("iter,")
     assert not list(straight.glob("*.tmp"))
+
+
+def test_resume_mid_epoch_is_bit_identical(camvid, tmp_path):
+    """Batches of 3 over the fixture's 8 training frames: iteration 3 stops at stream position 9,
+    one image into epoch 1, and iteration 3's batch itself spans the epochs 0 and 1 boundary."""
+    straight, part = tmp_path / "straight", tmp_path / "part"
+    assert Train_SegNet.main(tiny_args(camvid, straight, "--max_iters=5", "--batch_size=3")) == 0
+    assert Train_SegNet.main(tiny_args(camvid, part, "--max_iters=3", "--batch_size=3")) == 0
+    assert Train_SegNet.main(tiny_args(camvid, part, f"--resume={part / 'last.pt'}", "--max_iters=5", "--batch_size=3")) == 0
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(part / "last.pt", weights_only=True)
+    assert a["iter"] == b["iter"] == 5
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for i in a["optimizer"]["state"]:
+        assert torch.equal(a["optimizer"]["state"][i]["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
 
 
 def test_resume_keeps_the_runs_own_settings(camvid, tmp_path):
