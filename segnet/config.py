@@ -43,7 +43,7 @@ PRESETS = {
     },
     # SegNet-Lite on 64x64 multi-digit MNIST: the second reference system. Tuned to reach test
     # mIoU >= 0.85 within 10 minutes on any 2-core x86 CPU: 1,200 iterations gave 89.20 in 482 s
-    # on an fp32-only AMD EPYC (README); 2,500 gave 92.43 but took ~15 minutes there.
+    # on an fp32-only AMD EPYC (docs/reproduction.md); 2,500 gave 92.43 but took ~15 minutes there.
     "multidigit_mnist": {
         "dataset": "multidigit_mnist", "data_root": "data/mnist", "model": "segnet_lite",
         "num_classes": 11, "height": 64, "width": 64, "init_encoder": "none",

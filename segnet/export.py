@@ -80,7 +80,7 @@ class Exportable(nn.Module):
 
 def exportable(model, normalize, argmax=False, scatter=True):
     """A copy of `model` wrapped for export; `scatter` switches its unpooling to the export-friendly
-    max_unpool2d_scatter (same values; MaxUnpool2d stays faster in PyTorch, see README)."""
+    max_unpool2d_scatter (same values; MaxUnpool2d stays faster in PyTorch, see docs/export.md)."""
     from .model import use_scatter_unpool
     model = copy.deepcopy(model).eval()
     if scatter:
@@ -330,7 +330,7 @@ def check(model, config, runner, height, width, dynamic):
         print(f"check {h}x{w} against PyTorch: max |logit diff| {diff}, "
               f"argmax agreement {100 * r['argmax_agreement']:.4f}%")
         if (r["max_abs_diff"] or 0.0) > TOLERANCE or r["argmax_agreement"] < 1:
-            print(f"warning: the file differs from PyTorch by more than {TOLERANCE} at {h}x{w} (README, Export: "
+            print(f"warning: the file differs from PyTorch by more than {TOLERANCE} at {h}x{w} (docs/export.md, Parity: "
                   f"a near-tie inside a 2x2 max-pool window can pick the other pixel)")
         results.append({"size": [h, w], **r})
     return results
@@ -343,7 +343,7 @@ def main(argv=None):
     if wants_help(argv):
         print(help_text(__doc__, DEFAULTS))
         return 0
-    if argv == ["--bench_unpool=true"]:  # no checkpoint needed: the unpooling speed figures of README
+    if argv == ["--bench_unpool=true"]:  # no checkpoint needed: the unpooling figures of docs/export.md
         print(json.dumps(bench_unpool(), indent=2))
         return 0
     positional = [a for a in argv if not a.startswith("--")]

@@ -10,7 +10,7 @@ kernels (ONEDNN_VERBOSE) for one configuration, resolved as Train_SegNet.py reso
 Prints the operators by self CPU time over `--steps` profiled steps (after one warm-up), then
 oneDNN's primitives (convolution forward / backward_data / backward_weights, layout reorders)
 summed by implementation, from one step in a child process with ONEDNN_VERBOSE=1 (the variable
-must be set before torch loads). README "Performance" shows what this found on an AVX2-only CPU.
+must be set before torch loads). docs/performance.md shows what this found on an AVX2-only CPU.
 """
 import collections
 import json

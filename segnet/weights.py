@@ -4,7 +4,7 @@
 
 A weights file is a dict that loads with `torch.load(weights_only=True)`: the model's state dict
 (fp32 by default; `--dtype=float16` halves the size, but rounding the weights moves figures: on
-the shipped SegNet-Basic it moved test mIoU by 0.01 point, README "Pretrained weights"), the run's
+the shipped SegNet-Basic it moved test mIoU by 0.01 point, docs/weights.md), the run's
 config, the class names, the iteration and the validation metrics of the checkpoint, and a note of
 its source.
 `Evaluate_SegNet.py` takes it like a checkpoint; `hubconf.py` loads it with `load_weights_file`.

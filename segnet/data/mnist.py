@@ -17,7 +17,7 @@ reads whichever of two sources `root` holds:
 
 If `root` holds both sources, the .mat batches win: they are the reference's exact data.
 
-    python -c "from segnet.data import MultiDigitMNIST; print(len(MultiDigitMNIST('../shared/data/mnist')))"
+    python -c "from segnet.data import MultiDigitMNIST; print(len(MultiDigitMNIST('data/mnist')))"
 """
 import gzip
 import os
