@@ -23,7 +23,7 @@ def both_paths(config, batch_size=3, n=4, workers=0):
     batches = engine.EpochBatches(sampler, batch_size)
     loader = torch.utils.data.DataLoader(engine.Seeded(build_dataset(config, "train", train=True)),
                                          batch_sampler=batches, num_workers=workers)
-    raw = device_data.raw_dataset(lambda t: DATASETS["camvid"](config, "train", t))
+    raw = device_data.raw_dataset(lambda t: DATASETS["camvid"].build(config["data_root"], "train", 11, t, False))
     on_device = device_data.DeviceData.load(
         raw, torch.device("cpu"), train_geometry(config["height"], config["width"], config["hflip"], config["scale_min"]),
         to_float(config["normalize"]))
@@ -48,7 +48,7 @@ def test_device_batches_equal_the_loaders(tmp_path, augment):
 
 def test_device_data_is_stacked_uint8_and_sized(tmp_path):
     root = make_tutorial_camvid(tmp_path / "CamVid", hw=(32, 48))
-    raw = device_data.raw_dataset(lambda t: DATASETS["camvid"](config_for(root), "train", t))
+    raw = device_data.raw_dataset(lambda t: DATASETS["camvid"].build(str(root), "train", 11, t, False))
     assert device_data.split_bytes(raw) == 8 * (3 * 32 * 48 + 32 * 48)
     data = device_data.DeviceData.load(raw, torch.device("cpu"), train_geometry(24, 40), to_float("none"))
     assert data.images.shape == (8, 3, 32, 48) and data.images.dtype == data.masks.dtype == torch.uint8
