@@ -375,25 +375,25 @@ def open_run_folder(config, rt, ckpt, log):
     try:
         lock_fd = lock_folder(run_dir)
     except FolderInUse as e:
-        raise UserError(f"--out_dir={out_dir} is in use by another run (process {e.holder}, lock {e.lock}); wait "
+        raise UserError(f"--out_dir={run_dir} is in use by another run (process {e.holder}, lock {e.lock}); wait "
                         f"for it to end, or choose another --out_dir") from None
     try:
         found = [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))]
         own = ckpt is not None and os.path.abspath(run_dir) == os.path.dirname(os.path.abspath(config["resume"]))
         if found and not own:
             if not config["overwrite"]:
-                hint = (f"continue it with --resume={os.path.join(out_dir, 'last.pt')}, or " if ckpt is None else "")
-                raise UserError(f"--out_dir={out_dir} already holds a run ({', '.join(found)}): {hint}give this "
+                hint = (f"continue it with --resume={os.path.join(run_dir, 'last.pt')}, or " if ckpt is None else "")
+                raise UserError(f"--out_dir={run_dir} already holds a run ({', '.join(found)}): {hint}give this "
                                 f"run a new --out_dir, or replace that run with --overwrite=true")
             for f in found + ["curves.png"]:
                 if os.path.exists(os.path.join(run_dir, f)):
                     os.remove(os.path.join(run_dir, f))
-            log(f"--overwrite=true: removed the previous run's {', '.join(found)} from {out_dir}")
+            log(f"--overwrite=true: removed the previous run's {', '.join(found)} from {run_dir}")
         stale = temp_files(run_dir)
         for t in stale:  # the lock is ours, so no writer is alive: these were cut short by a kill
             os.remove(t)
         if stale:
-            log(f"removed {len(stale)} temp file(s) left in {out_dir} by a process killed while saving: "
+            log(f"removed {len(stale)} temp file(s) left in {run_dir} by a process killed while saving: "
                 f"{', '.join(t.name for t in stale)}")
         replace_text(os.path.join(run_dir, "config.json"), json.dumps(config, indent=2))
         try:
@@ -472,14 +472,14 @@ def check_finite(state, run_dir, bad=None):
     bad = state.bad_iteration() if bad is None else (bad if bad >= 0 else None)
     if bad is not None:
         raise UserError(f"loss became non-finite at iteration {bad}; stopped without saving, the last good "
-                        f"checkpoint in {out_dir} is kept")
+                        f"checkpoint in {run_dir} is kept")
 
 
 def show_interval(shown, bar, tb, opt, run_dir):
     """A log interval's mean loss in the bar and TensorBoard, once its values are on the host."""
     iteration, (loss, first_bad) = shown[0], shown[1].tolist()
     check_finite(None, run_dir, int(first_bad))
-    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
+    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}", refresh=False)
     if tb is not None:
         tb.add_scalar("train/loss", loss, iteration)
 
