@@ -164,16 +164,31 @@ def video_mode(args, ckpt_path, model, ckpt, rt):
     return 0
 
 
+def score_data(args):
+    """(data set, folder) that score mode reads: --dataset / --data_root, else what Train_SegNet.py
+    reads by default (its hyperparameter block, or the preset of that data set)."""
+    from segnet.checkpoint import TRAINING_SCRIPT
+    from segnet.config import PRESETS, script_defaults
+    block = script_defaults(TRAINING_SCRIPT)
+    dataset = args["dataset"] or block["dataset"]
+    if args["data_root"]:
+        return dataset, args["data_root"]
+    for config in (block, *PRESETS.values()):
+        if config.get("dataset") == dataset and "data_root" in config:
+            return dataset, config["data_root"]
+    raise UserError(f"--dataset={dataset} has no default folder: pass --data_root=DIR")
+
+
 def score_folder(args):
     """Score mode: a folder of predicted label PNGs against the split's annotations, no checkpoint."""
     from segnet.score import PredictionPairs, score_pairs
     folder = pathlib.Path(args["predictions"])
-    data_root = args["data_root"] or "data/CamVid"  # Train_SegNet.py's default
+    dataset, data_root = score_data(args)
     named = folder.resolve()  # "." and ".." have a name only once resolved
     out_dir = pathlib.Path(args["out_dir"] or named.parent / f"{named.name or 'predictions'}-score-{args['split']}")
     t0 = time.time()
     with user_errors():
-        pairs = PredictionPairs(folder, data_root, args["split"], args["num_classes"], args["dataset"] or "camvid")
+        pairs = PredictionPairs(folder, data_root, args["split"], args["num_classes"], dataset)
     with user_errors(), tqdm(total=len(pairs), unit="img", desc=f"score {args['split']}") as bar:
         m = score_pairs(pairs, boundary=args["boundary"], tolerance=args["bf_tolerance"],
                         num_workers=args["num_workers"], batch_size=args["batch_size"],
@@ -184,10 +199,10 @@ def score_folder(args):
     except OSError as e:
         raise UserError(f"cannot write to --out_dir={out_dir}: {e.strerror}") from None
     print(f"{m['num_images']} prediction files scored in {time.time() - t0:.1f} s; outputs in {out_dir}")
-    warn_split_size(m["num_images"], {"dataset": args["dataset"] or "camvid", "data_root": data_root}, args["split"])
+    warn_split_size(m["num_images"], {"dataset": dataset, "data_root": data_root}, args["split"])
     source = {"checkpoint": None, "predictions": str(folder), "iter": None, "mc_samples": 0}
     write_report(m, class_names, args["split"], out_dir, source,
-                 published_rows({"dataset": args["dataset"] or "camvid", "num_classes": pairs.num_classes,
+                 published_rows({"dataset": dataset, "num_classes": pairs.num_classes,
                                  "model": "segnet"}))
     return 0
 

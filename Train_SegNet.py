@@ -25,8 +25,8 @@ from tqdm import tqdm
 from segnet import device_data, engine, runtime
 from segnet.build import DATASETS, NORMALIZE_CHOICES, build_dataset, build_model, resolve_normalize
 from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_optimizer, save_checkpoint
-from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS, class_weights as make_class_weights
-from segnet.class_weights import resolve_method, weights_from_record, weights_record
+from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS
+from segnet.class_weights import compute_class_weights, resolve_method, weights_from_record, weights_record
 from segnet.config import format_config, help_text, parse_overrides, wants_help
 from segnet.data import SPLITS, Labelled, MissingSplit, collate, collate_images
 from segnet.data.check import check_dataset
@@ -126,23 +126,23 @@ def main(argv=None):
     with folder:
         with user_errors():
             data = make_data(config, rt, ckpt, log)
-            net, optimizer, state = make_model(config, rt, ckpt, log)
-        model = torch.nn.parallel.DistributedDataParallel(
+            net, opt, state = make_model(config, rt, ckpt, log)
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else net
-        step_model = torch.compile(model) if runtime.resolve_compile(config["compile"], rt.device) else model
+        step_model = torch.compile(ddp_model) if runtime.resolve_compile(config["compile"], rt.device) else ddp_model
         tb = folder.tb
         write_class_weights(config, data, rt)
 
-        if train(step_model, net, optimizer, data, config, rt, state, tb, log) != 0:
+        if train(step_model, net, opt, data, config, rt, state, tb, log) != 0:
             return 130  # interrupted: last.pt saved
         best_before = state.best_iter
         try:
             with engine.Interrupts(stop_signals(rt)):  # SIGTERM stops it as Ctrl-C does
-                save(net, optimizer, data, config, rt, state, "last.pt")  # the final evaluation may take a while
-                final = finish(net, optimizer, data, config, rt, state, tb, log)
+                save(net, opt, data, config, rt, state, "last.pt")  # the final evaluation may take a while
+                final = finish(net, opt, data, config, rt, state, tb, log)
         except KeyboardInterrupt:
             if state.best_iter != best_before:  # it wrote best.pt: last.pt must record it
-                save(net, optimizer, data, config, rt, state, "last.pt")
+                save(net, opt, data, config, rt, state, "last.pt")
             last = os.path.join(config["out_dir"], "last.pt")
             log(f"interrupted in the final evaluation: {last} holds iteration {state.iter}; --resume={last} "
                 f"runs the evaluation again")
@@ -199,7 +199,7 @@ class Data:
     """The training and validation sets and loaders, and the class weights of the loss (those
     stored in the checkpoint when resuming: `class_weights`, a weights_record)."""
 
-    def __init__(self, config, rt, class_weights=None):
+    def __init__(self, config, rt, stored_weights=None):
         if rt.ddp and not rt.master:
             torch.distributed.barrier()  # rank 0 fetches missing data first, the others then find it
         DATASETS[config["dataset"]].ensure(config["data_root"], config["download"])
@@ -211,12 +211,12 @@ class Data:
         if rt.ddp and rt.master:
             torch.distributed.barrier()
         self.class_names, self.palette = list(self.train_set.class_names), [list(c) for c in self.train_set.palette]
-        if class_weights is None:
-            weight = make_class_weights(config["class_weights"], self.train_set, config["num_classes"],
+        if stored_weights is None:
+            weight = compute_class_weights(config["class_weights"], self.train_set, config["num_classes"],
                                         cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "segnet"))
-            class_weights = weights_record(config["class_weights"], weight, self.class_names)
-        self.class_weights = class_weights
-        weight = weights_from_record(class_weights, self.class_names)
+            stored_weights = weights_record(config["class_weights"], weight, self.class_names)
+        self.class_weights = stored_weights
+        weight = weights_from_record(stored_weights, self.class_names)
         self.weight = weight.to(rt.device) if weight is not None else None
         self.sampler = engine.SeededSampler(len(self.train_set), config["seed"], shuffle=True, rank=rt.rank,
                                             world=rt.world)
@@ -289,11 +289,11 @@ def make_model(config, rt, ckpt, log):
     net = rt.place(net)
     if rt.ddp and config["sync_bn"]:
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    optimizer = engine.make_optimizer(config["optimizer"], net, config["lr"], config["momentum"],
-                                      config["weight_decay"], config["caffe_lr_mult"])
+    opt = engine.make_optimizer(config["optimizer"], net, config["lr"], config["momentum"],
+                                config["weight_decay"], config["caffe_lr_mult"])
     state = engine.RunState.start(rt.device)
     if ckpt is not None:
-        restore_optimizer(optimizer, ckpt, config["resume"], rt.scaler)
+        restore_optimizer(opt, ckpt, config["resume"], rt.scaler)
         state.iter, state.best = ckpt["iter"], ckpt["best_metric"]
         state.best_iter = ckpt.get("best_iter", -1)
         # the validation due at this iteration, if the checkpoint says it has not run, runs first
@@ -305,7 +305,7 @@ def make_model(config, rt, ckpt, log):
             + (" (its validation had not run: it runs first)" if ckpt.get("pending_validation") else ""))
         if rt.master:
             check_best(config, state, log)
-    return net, optimizer, state
+    return net, opt, state
 
 
 def check_best(config, state, log):
@@ -369,36 +369,36 @@ def open_run_folder(config, rt, ckpt, log):
     config.json is written. Other ranks write nothing."""
     if not rt.master:
         return RunFolder()
-    out_dir = config["out_dir"]
-    check_writable_folder(out_dir)
-    make_folders([out_dir])
+    run_dir = config["out_dir"]
+    check_writable_folder(run_dir)
+    make_folders([run_dir])
     try:
-        lock_fd = lock_folder(out_dir)
+        lock_fd = lock_folder(run_dir)
     except FolderInUse as e:
-        raise UserError(f"--out_dir={out_dir} is in use by another run (process {e.holder}, lock {e.lock}); wait "
+        raise UserError(f"--out_dir={run_dir} is in use by another run (process {e.holder}, lock {e.lock}); wait "
                         f"for it to end, or choose another --out_dir") from None
     try:
-        found = [f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))]
-        own = ckpt is not None and os.path.abspath(out_dir) == os.path.dirname(os.path.abspath(config["resume"]))
+        found = [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))]
+        own = ckpt is not None and os.path.abspath(run_dir) == os.path.dirname(os.path.abspath(config["resume"]))
         if found and not own:
             if not config["overwrite"]:
-                hint = (f"continue it with --resume={os.path.join(out_dir, 'last.pt')}, or " if ckpt is None else "")
-                raise UserError(f"--out_dir={out_dir} already holds a run ({', '.join(found)}): {hint}give this "
+                hint = (f"continue it with --resume={os.path.join(run_dir, 'last.pt')}, or " if ckpt is None else "")
+                raise UserError(f"--out_dir={run_dir} already holds a run ({', '.join(found)}): {hint}give this "
                                 f"run a new --out_dir, or replace that run with --overwrite=true")
             for f in found + ["curves.png"]:
-                if os.path.exists(os.path.join(out_dir, f)):
-                    os.remove(os.path.join(out_dir, f))
-            log(f"--overwrite=true: removed the previous run's {', '.join(found)} from {out_dir}")
-        stale = temp_files(out_dir)
+                if os.path.exists(os.path.join(run_dir, f)):
+                    os.remove(os.path.join(run_dir, f))
+            log(f"--overwrite=true: removed the previous run's {', '.join(found)} from {run_dir}")
+        stale = temp_files(run_dir)
         for t in stale:  # the lock is ours, so no writer is alive: these were cut short by a kill
             os.remove(t)
         if stale:
-            log(f"removed {len(stale)} temp file(s) left in {out_dir} by a process killed while saving: "
+            log(f"removed {len(stale)} temp file(s) left in {run_dir} by a process killed while saving: "
                 f"{', '.join(t.name for t in stale)}")
-        replace_text(os.path.join(out_dir, "config.json"), json.dumps(config, indent=2))
+        replace_text(os.path.join(run_dir, "config.json"), json.dumps(config, indent=2))
         try:
             from torch.utils.tensorboard import SummaryWriter
-            tb = SummaryWriter(out_dir)
+            tb = SummaryWriter(run_dir)
         except ImportError:
             tb = None  # TensorBoard is optional
     except BaseException:
@@ -408,51 +408,51 @@ def open_run_folder(config, rt, ckpt, log):
 
 
 # -- the training loop --------------------------------------------------------------------------
-def train(step_model, net, optimizer, data, config, rt, state, tb, log):
+def train(step_model, net, opt, data, config, rt, state, tb, log):
     """Iterations up to max_iters with a progress bar, validation and last.pt every eval_interval.
     Ctrl-C or SIGTERM (a job scheduler, a closing terminal) saves last.pt once the step under way is done
     and returns 130; a file that breaks or a loader worker that dies mid-run saves it too and ends in
     a DataError; a non-finite loss stops the run without saving (UserError)."""
-    max_iters, bs, out_dir = config["max_iters"], config["batch_size"], config["out_dir"]
+    end_iter, bs, run_dir = config["max_iters"], config["batch_size"], config["out_dir"]
     loss_sum, seen, t0, n0 = torch.zeros((), device=rt.device), 0, time.time(), state.iter
     readout = engine.HostReadout()  # the bar shows the previous interval: no step waits for the host
     try:  # the bar closes on the way out, so any message after it starts on a line of its own
-        with tqdm(total=max_iters * bs * rt.world, initial=state.iter * bs * rt.world, unit="img",
+        with tqdm(total=end_iter * bs * rt.world, initial=state.iter * bs * rt.world, unit="img",
                   disable=not rt.master, dynamic_ncols=True, desc="train") as bar, \
                 engine.Interrupts(stop_signals(rt)) as interrupts:
             if validation_due(config, state) and state.validated != state.iter:  # resumed before it ran
-                validate(net, optimizer, data, config, rt, state, tb, log)
-            if state.validated == state.iter < max_iters:  # its loss went into that validation's row
+                validate(net, opt, data, config, rt, state, tb, log)
+            if state.validated == state.iter < end_iter:  # its loss went into that validation's row
                 state.interval_loss.zero_()
-            for loss in engine.train_iterations(step_model, data.train_loader, data.batches, optimizer, rt,
-                                                data.weight, config["lr_schedule"], config["lr"], max_iters,
+            for loss in engine.train_iterations(step_model, data.train_loader, data.batches, opt, rt,
+                                                data.weight, config["lr_schedule"], config["lr"], end_iter,
                                                 state, guard=interrupts.step):
                 loss_sum += loss
                 seen += 1
-                if state.iter % config["log_interval"] == 0 or state.iter == max_iters:
+                if state.iter % config["log_interval"] == 0 or state.iter == end_iter:
                     shown = readout.swap(torch.stack([loss_sum / seen, state.first_bad.float()]), state.iter)
-                    if state.iter == max_iters:
+                    if state.iter == end_iter:
                         shown = readout.flush()
                     loss_sum.zero_()
                     seen = 0
                     bar.update(state.iter * bs * rt.world - bar.n)
                     if shown is not None:
-                        show_interval(shown, bar, tb, optimizer, out_dir)
+                        show_interval(shown, bar, tb, opt, run_dir)
                 if config["eval_interval"] and state.iter % config["eval_interval"] == 0 \
-                        and state.iter < max_iters:
-                    validate(net, optimizer, data, config, rt, state, tb, log)
+                        and state.iter < end_iter:
+                    validate(net, opt, data, config, rt, state, tb, log)
                     state.interval_loss.zero_()
     except KeyboardInterrupt:
         if state.bad_iteration() is None:
-            save(net, optimizer, data, config, rt, state, "last.pt")
-            last = os.path.join(out_dir, "last.pt")
+            save(net, opt, data, config, rt, state, "last.pt")
+            last = os.path.join(run_dir, "last.pt")
             log(f"interrupted at iteration {state.iter}: saved {last}; continue with --resume={last}")
         return 130
     except DataError as e:  # a file broke, or a loader worker died, mid-run: keep the iterations done
         if state.bad_iteration() is not None:
             raise
-        save(net, optimizer, data, config, rt, state, "last.pt")
-        last = os.path.join(out_dir, "last.pt")
+        save(net, opt, data, config, rt, state, "last.pt")
+        last = os.path.join(run_dir, "last.pt")
         then = ("if memory ran out, fewer --num_workers; then" if isinstance(e, WorkerDied)
                 else "replace the file, then")
         raise type(e)(f"{e}; saved {last} at iteration {state.iter}: {then} --resume={last}") from None
@@ -466,25 +466,25 @@ def stop_signals(rt):
     return (signal.SIGINT, signal.SIGTERM) if rt.master else (signal.SIGINT,)
 
 
-def check_finite(state, out_dir, bad=None):
+def check_finite(state, run_dir, bad=None):
     """Stop a run whose loss has gone non-finite (`bad`: the first such iteration, read already;
     else read from the device, a host sync)."""
     bad = state.bad_iteration() if bad is None else (bad if bad >= 0 else None)
     if bad is not None:
         raise UserError(f"loss became non-finite at iteration {bad}; stopped without saving, the last good "
-                        f"checkpoint in {out_dir} is kept")
+                        f"checkpoint in {run_dir} is kept")
 
 
-def show_interval(shown, bar, tb, optimizer, out_dir):
+def show_interval(shown, bar, tb, opt, run_dir):
     """A log interval's mean loss in the bar and TensorBoard, once its values are on the host."""
     iteration, (loss, first_bad) = shown[0], shown[1].tolist()
-    check_finite(None, out_dir, int(first_bad))
-    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
+    check_finite(None, run_dir, int(first_bad))
+    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}", refresh=False)
     if tb is not None:
         tb.add_scalar("train/loss", loss, iteration)
 
 
-def validate(net, optimizer, data, config, rt, state, tb, log):
+def validate(net, opt, data, config, rt, state, tb, log):
     """Score the validation split, log it (metrics.csv, curves.png, TensorBoard), save best.pt when
     it improves best_metric, then last.pt, which records that best.pt. Returns the metrics.csv row.
     Until last.pt is saved the validation counts as not done: a checkpoint saved on an interrupt
@@ -512,20 +512,20 @@ def validate(net, optimizer, data, config, rt, state, tb, log):
         previous = state.best, state.best_iter
         state.best, state.best_iter = score, state.iter
         try:
-            save(net, optimizer, data, config, rt, state, "best.pt", row)
+            save(net, opt, data, config, rt, state, "best.pt", row)
         except BaseException:
             state.best, state.best_iter = previous  # the old best.pt is still the one on disk
             raise
     state.validated = state.iter  # done; the next training step starts a new loss interval
-    save(net, optimizer, data, config, rt, state, "last.pt", row)
+    save(net, opt, data, config, rt, state, "last.pt", row)
     return row
 
 
-def append_metrics_row(out_dir, row):
+def append_metrics_row(run_dir, row):
     """metrics.csv with `row` as its last line: rows from iteration row["iter"] on (written by a run
     that went further before it was stopped, and now redone) are replaced, so no iteration ever
     has two rows. The file is rewritten whole (files.replace_file)."""
-    path = os.path.join(out_dir, "metrics.csv")
+    path = os.path.join(run_dir, "metrics.csv")
     rows = []
     if os.path.exists(path):
         with open(path, newline="") as f:
@@ -542,7 +542,7 @@ def validation_due(config, state):
     return bool(every) and state.iter % every == 0 and 0 < state.iter < config["max_iters"]
 
 
-def save(net, optimizer, data, config, rt, state, name, metrics=None):
+def save(net, opt, data, config, rt, state, name, metrics=None):
     """A complete checkpoint (rank 0), never of a run whose loss has gone non-finite. It records
     the best.pt on disk (best_metric, best_iter), the loss since the last validation, and whether
     the validation due at its iteration has yet to run (pending_validation)."""
@@ -553,7 +553,7 @@ def save(net, optimizer, data, config, rt, state, name, metrics=None):
         rng = state.validation_rng[1]  # the validation's data loader has drawn from it: resume redraws
     if rt.master:
         save_checkpoint(os.path.join(config["out_dir"], name), {
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "model": net.state_dict(), "optimizer": opt.state_dict(),
             "scaler": rt.scaler.state_dict() if rt.scaler is not None else None,
             "config": config, "iter": state.iter, "best_metric": state.best, "best_iter": state.best_iter,
             "validated": state.validated, "pending_validation": pending,
@@ -578,7 +578,7 @@ def recompute_bn(net, data, config, rt):
 
 
 # -- the end of a run ---------------------------------------------------------------------------
-def finish(net, optimizer, data, config, rt, state, tb, log):
+def finish(net, opt, data, config, rt, state, tb, log):
     """compute_bn_statistics.py (BN statistics over the training set), then the final validation
     (None without a validation split: last.pt holds the final weights)."""
     no_val = data.val_set is None
@@ -586,8 +586,8 @@ def finish(net, optimizer, data, config, rt, state, tb, log):
         log("recomputing BatchNorm statistics over the training set (compute_bn_statistics.py)")
         recompute_bn(net, data, config, rt)
     if no_val:
-        save(net, optimizer, data, config, rt, state, "last.pt")
-    final = None if no_val else validate(net, optimizer, data, config, rt, state, tb, log)
+        save(net, opt, data, config, rt, state, "last.pt")
+    final = None if no_val else validate(net, opt, data, config, rt, state, tb, log)
     if rt.ddp:
         torch.distributed.destroy_process_group()
     return final

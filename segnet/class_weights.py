@@ -1,8 +1,8 @@
 """Class weights for the cross-entropy loss (Sec. 3.3 of the paper: median frequency balancing).
 
-    w = class_weights("paper")                       # SegNet-Tutorial's CamVid-11 weights
-    w = class_weights("median_frequency", dataset)   # computed from a training split, cached
-    resolve_method("auto", "folder", 5)              # -> "median_frequency"
+    w = compute_class_weights("paper")                     # SegNet-Tutorial's CamVid-11 weights
+    w = compute_class_weights("median_frequency", dataset)  # computed from a training split, cached
+    resolve_method("auto", "folder", 5)                      # -> "median_frequency"
 """
 import hashlib
 import json
@@ -71,7 +71,7 @@ def _dataset_key(dataset):
     return h.hexdigest()[:16]
 
 
-def class_weights(method, dataset=None, num_classes=11, cache_dir=None):
+def compute_class_weights(method, dataset=None, num_classes=11, cache_dir=None):
     """A float tensor of per-class weights, or None for "none"."""
     if method == "none":
         return None

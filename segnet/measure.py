@@ -79,13 +79,13 @@ def _batch(batch_size, height, width):
 def measure_config(job):
     """Time `job["phase"]` (train or infer) of one row; runs in a fresh process (see `_child`)."""
     from . import engine, runtime
-    from .class_weights import class_weights
+    from .class_weights import compute_class_weights
     from .model import SegNet
     from .yardstick import YardstickSegNet
     device, dtype = torch.device(job["device"]), runtime.DTYPES[job["dtype"]]
     b, h, w, yard = job["batch_size"], job["height"], job["width"], job["impl"] == "yardstick"
     torch.manual_seed(0)
-    weight = class_weights("paper").to(device)
+    weight = compute_class_weights("paper").to(device)
     images, masks = _batch(b, h, w)
     masks = masks.to(device)
     if yard:  # PyTorch's defaults, as a public training script leaves them

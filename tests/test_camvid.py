@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from segnet.class_weights import PAPER_CAMVID11, class_weights, median_frequency
+from segnet.class_weights import PAPER_CAMVID11, compute_class_weights, median_frequency
 from segnet.data.camvid import (CLASSES_11, GROUP_32_TO_11, LABEL_COLORS, CamVid, _names,
                                 camvid_palette, class_table, color_lut, decode_color_mask)
 from segnet.errors import INPUT_ERRORS
@@ -182,20 +182,20 @@ def test_median_frequency_hand_computed():
 
 
 def test_class_weights_methods_and_cache(tutorial, tmp_path):
-    assert torch.allclose(class_weights("paper"), torch.tensor(PAPER_CAMVID11))
-    assert class_weights("none") is None
+    assert torch.allclose(compute_class_weights("paper"), torch.tensor(PAPER_CAMVID11))
+    assert compute_class_weights("none") is None
     with pytest.raises(INPUT_ERRORS, match="num_classes=32"):
-        class_weights("paper", num_classes=32)
+        compute_class_weights("paper", num_classes=32)
     with pytest.raises(INPUT_ERRORS, match="expected one of"):
-        class_weights("inverse")
+        compute_class_weights("inverse")
     ds = CamVid(tutorial, "train")
-    w = class_weights("median_frequency", ds, cache_dir=tmp_path / "c")
+    w = compute_class_weights("median_frequency", ds, cache_dir=tmp_path / "c")
     masks = [ds.load_mask(i) for i in range(len(ds))]
     assert torch.allclose(w, torch.tensor(median_frequency(masks, 11), dtype=torch.float32))
     cache = list((tmp_path / "c").glob("*.json"))
     assert len(cache) == 1
     cache[0].write_text("[" + ",".join(["2.0"] * 11) + "]")
-    assert torch.equal(class_weights("median_frequency", ds, cache_dir=tmp_path / "c"), torch.full((11,), 2.0))
+    assert torch.equal(compute_class_weights("median_frequency", ds, cache_dir=tmp_path / "c"), torch.full((11,), 2.0))
 
 
 def test_transforms_keep_image_and_mask_aligned():

@@ -117,3 +117,20 @@ def test_score_mode_error_from_the_command_line(camvid, tmp_path):
                         f"--out_dir={tmp_path / 'o'}"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
     assert "f000.png is missing" in r.stderr
+
+
+def test_score_mode_reads_the_training_default_folder(camvid, tmp_path, capsys, monkeypatch):
+    """Without --data_root, score mode reads where Train_SegNet.py reads that data set by default."""
+    root, preds = camvid
+    assert Evaluate_SegNet.score_data({"dataset": "", "data_root": ""}) == ("camvid", "data/CamVid")
+    assert Evaluate_SegNet.score_data({"dataset": "multidigit_mnist", "data_root": ""}) == \
+        ("multidigit_mnist", "data/mnist")
+    assert Evaluate_SegNet.score_data({"dataset": "folder", "data_root": str(root)}) == ("folder", str(root))
+    assert "--dataset=folder has no default folder: pass --data_root=DIR" in \
+        _error(capsys, [f"--predictions={preds}", "--dataset=folder"])
+    (tmp_path / "data").mkdir()
+    root.rename(tmp_path / "data" / "CamVid")
+    monkeypatch.chdir(tmp_path)  # a user's repo root: data/CamVid
+    out = tmp_path / "scored"
+    assert Evaluate_SegNet.main([f"--predictions={preds}", f"--out_dir={out}", "--num_workers=0"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["num_images"] == 3

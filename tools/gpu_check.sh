@@ -58,7 +58,7 @@ if [ "$REAL" = 1 ]; then
     for dt in bfloat16 float32; do
         step "rate_segnet_basic_paper_$dt" 90 "$PY" Train_SegNet.py --config=segnet_basic_paper --data_root="$DATA" \
             --device=cuda --dtype=$dt --max_iters=300 --eval_interval=0 --bn_recompute=false --log_interval=50 \
-            --out_dir=checkpoints/rate_$dt
+            --out_dir=checkpoints/rate_$dt --overwrite=true
     done
 fi
 
