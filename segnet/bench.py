@@ -463,7 +463,7 @@ def measure_whole_process(args, data_root, device, res):
 
 # The targets: FLOP utilisation of the dense matmul peak measured in the same run, same device and
 # dtype. CPU: the default training step (an AVX2 AMD EPYC ran its fp32 channels_last default at 95%
-# of the fp32 peak; an AMX Xeon's bf16 default reached 45-52% of the bf16 peak, docs/gpu_speed.md).
+# of the fp32 peak; an AMX Xeon's bf16 default reached 45-52% of the bf16 peak, docs/performance.md).
 # CUDA (H100/H200): VGG SegNet training in bf16
 # at batch 4, and Train_SegNet.py as a whole process at 90% of its own step's img/s.
 UTILISATION_TARGET = {"cpu": 0.75, "cuda": 0.35}
