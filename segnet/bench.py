@@ -7,8 +7,9 @@
 
 Targets: FLOP utilisation of the dense matmul peak measured in the same run, per device and dtype
 (CPU: the default training step >= 75%; CUDA: bf16 channels_last training at batch 4 >= 35%, and
-with --whole_process Train_SegNet.py >= 90% of its own step's img/s); the ratios over the
-yardstick and over the straightforward loop are reported as figures.
+with --whole_process Train_SegNet.py >= 90% of its own step's img/s); on any device the loader
+>= 3x the training img/s it feeds, and the colour-mask lookup table >= 10x the per-class loop.
+The ratios over the yardstick and over the straightforward loop are reported as figures.
 
 Rows: the yardstick (a SegNet written the way public implementations write it: fp32, NCHW, plain
 Conv2d/BatchNorm2d/ReLU modules, nn.CrossEntropyLoss, no autocast; same layers, so the same FLOPs),
@@ -462,10 +463,9 @@ def measure_whole_process(args, data_root, device, res):
 
 
 # The targets: FLOP utilisation of the dense matmul peak measured in the same run, same device and
-# dtype. CPU: the default training step (an AVX2 AMD EPYC ran its fp32 channels_last default at 95%
-# of the fp32 peak; an AMX Xeon's bf16 default reached 45-52% of the bf16 peak, docs/gpu_speed.md).
-# CUDA (H100/H200): VGG SegNet training in bf16
-# at batch 4, and Train_SegNet.py as a whole process at 90% of its own step's img/s.
+# dtype. CPU: the default training step, at 75%, where an AMX Xeon's fp32 channels_last step reached
+# 77% of its peak (its bf16 default only 45-52%, docs/performance.md). CUDA (H100/H200): VGG SegNet
+# training in bf16 at batch 4, and Train_SegNet.py as a whole process at 90% of its own step's img/s.
 UTILISATION_TARGET = {"cpu": 0.75, "cuda": 0.35}
 CUDA_TARGET_BATCH = 4
 WHOLE_PROCESS_TARGET = 0.9

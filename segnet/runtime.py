@@ -83,7 +83,7 @@ COMPILE_CHOICES = ("auto", "true", "false", True, False)  # a checkpoint of an o
 def resolve_compile(value, device):
     """Whether to torch.compile the model. auto: off everywhere for now. On the CPU Inductor's
     compile takes minutes and measured no faster here; on CUDA it becomes the default once
-    tools/gpu_check.sh's compiled row beats the eager one (docs/gpu_speed.md)."""
+    tools/gpu_check.sh's compiled row beats the eager one (docs/gpu.md "What feeds a step")."""
     if isinstance(value, bool):
         return value
     if value not in COMPILE_CHOICES:

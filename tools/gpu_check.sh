@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements in one command, under 10 minutes (docs/gpu_speed.md "The GPU script"):
+# The GPU measurements in one command, under 10 minutes (docs/gpu.md "The GPU script"):
 #   bash tools/gpu_check.sh unpack   # only unpack the CamVid part(s) in shared/camvid_webp to data/CamVid
 #   bash tools/gpu_check.sh          # unpack what is there, then: pytest -m cuda, the bench rows (whole
 #                                    # process, utilisation, memory at batch 2/4/8), the profile by operator
