@@ -9,6 +9,7 @@ and renames it into place.
   entry, so a symlink planted at the target or at the temp name is replaced, never written through.
 """
 import errno
+import hashlib
 import io
 import os
 import pathlib
@@ -237,3 +238,11 @@ def unlock_folder(fd):
     _held.discard(fd)
     os.close(fd)  # the last fd of the lock's open file: the lock goes with it
 
+
+def sha256(path):
+    """The file's sha256 hex digest, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -10,7 +10,6 @@ Layer names, widths and fillers follow SegNet-Tutorial `Models/segnet_train.prot
 `Models/segnet_basic_train.prototxt` for SegNet-Basic).
 """
 import contextlib
-import hashlib
 import os
 import re
 import urllib.error
@@ -20,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from . import wgrad
+from .files import sha256
 
 
 
@@ -292,14 +292,6 @@ def vgg16_hash(source):
     return name, re.search(r"-([0-9a-f]{8,})\.", name).group(1)
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _unreadable(path, e):
     # torch's own message for a refused pickle advises weights_only=False, i.e. running the file's
     # code; only say what the file is
@@ -313,7 +305,7 @@ def _imagenet_vgg_state(source):
     name, expected = vgg16_hash(source)
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", name)
     if os.path.isfile(cached):
-        digest = _sha256(cached)
+        digest = sha256(cached)
         if not digest.startswith(expected):
             raise ValueError(f"ImageNet {source} weights file {cached} has sha256 {digest[:16]}..., expected "
                              f"{expected}... (torchvision's published hash): it is damaged or not torchvision's "

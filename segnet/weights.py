@@ -9,7 +9,6 @@ config, the class names, the iteration and the validation metrics of the checkpo
 its source.
 `Evaluate_SegNet.py` takes it like a checkpoint; `hubconf.py` loads it with `load_weights_file`.
 """
-import hashlib
 import os
 import pathlib
 import sys
@@ -17,7 +16,7 @@ import sys
 import torch
 
 from .checkpoint import WEIGHTS_KIND, load_checkpoint, model_from_checkpoint, save_checkpoint
-from .files import check_writable_folder, make_folders
+from .files import check_writable_folder, make_folders, sha256
 
 
 def weights_from_checkpoint(ckpt, dtype=torch.float32, source=""):
@@ -38,14 +37,6 @@ def save_weights(weights, path):
     make_folders([path.parent])
     save_checkpoint(path, weights)
     return sha256(path)
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_weights_file(path, **kw):
