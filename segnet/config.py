@@ -105,7 +105,8 @@ def parse_overrides(defaults, argv, presets=PRESETS, choices=None, minimums=None
         config[key] = parse_value(key, value, defaults[key])
     for key, allowed in (choices or {}).items():
         if config[key] not in allowed:
-            raise UserError(f"--{key}={config[key]}: expected one of {', '.join(map(str, allowed))}")
+            shown = [str(a) for a in allowed if not isinstance(a, bool)]  # a bool kept for old checkpoints goes unsaid
+            raise UserError(f"--{key}={config[key]}: expected one of {', '.join(shown)}")
     for key, low in (minimums or {}).items():
         if config[key] < low:
             raise UserError(f"--{key}={config[key]}: expected a value >= {low}")

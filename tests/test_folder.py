@@ -2,6 +2,7 @@
 borders, reduce_zero_label, JPEG images of varying size, every bad input as one line naming the
 file, median-frequency weights by hand, and a short training run then evaluation."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -128,6 +129,7 @@ def _one_line_error(capsys, main, argv):
     (lambda r: (r / "images/train/im1.jpg").write_text("not an image"), "images/train/im1.jpg is corrupt"),
     (lambda r: (r / "dataset.json").write_text("{"), "dataset.json is not valid JSON"),
     (lambda r: (r / "dataset.json").unlink(), "dataset.json is missing: add one"),
+    (lambda r: shutil.rmtree(r), "no such folder; a folder data set holds"),
 ])
 def test_every_bad_input_is_one_line_naming_the_file(tmp_path, capsys, break_it, names):
     root = make_folder(tmp_path / "d")

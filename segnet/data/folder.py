@@ -91,6 +91,7 @@ def data_num_classes(root, requested=0):
     """How many classes the folder data set at `root` has: dataset.json's "classes", else the
     `requested` count; neither is a ValueError saying what to add."""
     root = pathlib.Path(root)
+    _ensure(root, False)  # a missing folder is said as such, not as a missing dataset.json
     classes = read_meta(root).get("classes")
     if classes:
         return len(classes)
