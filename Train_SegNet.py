@@ -213,7 +213,7 @@ class Data:
         self.class_names, self.palette = list(self.train_set.class_names), [list(c) for c in self.train_set.palette]
         if stored_weights is None:
             weight = compute_class_weights(config["class_weights"], self.train_set, config["num_classes"],
-                                        cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "segnet"))
+                                           cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "segnet"))
             stored_weights = weights_record(config["class_weights"], weight, self.class_names)
         self.class_weights = stored_weights
         weight = weights_from_record(stored_weights, self.class_names)
@@ -312,10 +312,9 @@ def check_best(config, state, log):
     """Resume: last.pt records the iteration and score of the best.pt on disk; when the two
     disagree (a kill between the two saves, a file replaced by hand), say so and go on from what
     best.pt really holds, so the run never reports a best it does not have."""
-    resume_dir = os.path.dirname(os.path.abspath(config["resume"]))
-    if os.path.abspath(config["out_dir"]) != resume_dir:
+    if not resumes_in_place(config):
         return  # a new folder: its best.pt starts with this run
-    last, path = config["resume"], os.path.join(resume_dir, "best.pt")
+    last, path = config["resume"], os.path.join(os.path.dirname(os.path.abspath(config["resume"])), "best.pt")
     recorded = (state.best_iter, state.best)
 
     def describe(it, score):
@@ -339,6 +338,12 @@ def check_best(config, state, log):
         log(f"warning: {last} records best.pt at {describe(*recorded)} but {path} holds "
             f"{describe(*on_disk)}; going on from what {path} holds")
         state.best_iter, state.best = on_disk
+
+
+def resumes_in_place(config):
+    """A resumed run that goes on in the folder of its checkpoint (not a new --out_dir)."""
+    return bool(config["resume"]) and (os.path.abspath(config["out_dir"]) ==
+                                       os.path.dirname(os.path.abspath(config["resume"])))
 
 
 class RunFolder:
@@ -379,8 +384,7 @@ def open_run_folder(config, rt, ckpt, log):
                         f"for it to end, or choose another --out_dir") from None
     try:
         found = [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))]
-        own = ckpt is not None and os.path.abspath(run_dir) == os.path.dirname(os.path.abspath(config["resume"]))
-        if found and not own:
+        if found and not resumes_in_place(config):
             if not config["overwrite"]:
                 hint = (f"continue it with --resume={os.path.join(run_dir, 'last.pt')}, or " if ckpt is None else "")
                 raise UserError(f"--out_dir={run_dir} already holds a run ({', '.join(found)}): {hint}give this "
@@ -585,8 +589,8 @@ def finish(net, opt, data, config, rt, state, tb, log):
     if config["bn_recompute"] and (no_val or not config["bn_recompute_val"]):  # else validate() does it
         log("recomputing BatchNorm statistics over the training set (compute_bn_statistics.py)")
         recompute_bn(net, data, config, rt)
-    if no_val:
-        save(net, opt, data, config, rt, state, "last.pt")
+        if no_val:  # last.pt (saved before this) gets the recomputed statistics
+            save(net, opt, data, config, rt, state, "last.pt")
     final = None if no_val else validate(net, opt, data, config, rt, state, tb, log)
     if rt.ddp:
         torch.distributed.destroy_process_group()
