@@ -188,16 +188,14 @@ def score_folder(args):
     out_dir = pathlib.Path(args["out_dir"] or named.parent / f"{named.name or 'predictions'}-score-{args['split']}")
     t0 = time.time()
     with user_errors():
+        check_writable_folder(out_dir)  # before the scoring
         pairs = PredictionPairs(folder, data_root, args["split"], args["num_classes"], dataset)
     with user_errors(), tqdm(total=len(pairs), unit="img", desc=f"score {args['split']}") as bar:
         m = score_pairs(pairs, boundary=args["boundary"], tolerance=args["bf_tolerance"],
                         num_workers=args["num_workers"], batch_size=args["batch_size"],
                         on_batch=lambda batch, first: bar.update(len(batch.preds)))
     class_names = pairs.class_names
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot write to --out_dir={out_dir}: {e.strerror}") from None
+    make_folders([out_dir])
     print(f"{m['num_images']} prediction files scored in {time.time() - t0:.1f} s; outputs in {out_dir}")
     warn_split_size(m["num_images"], {"dataset": dataset, "data_root": data_root}, args["split"])
     source = {"checkpoint": None, "predictions": str(folder), "iter": None, "mc_samples": 0}

@@ -49,10 +49,11 @@ ORT_MISSING = "onnxruntime is not installed, so the ONNX file was not run: `pip 
 
 # -- the model as it is exported ----------------------------------------------------------------
 def load_model(ckpt_path):
-    """(model in eval mode, config, class names) from a checkpoint or a shipped weights file."""
+    """(model in eval mode, config, class names, palette) from a checkpoint or a shipped weights file."""
     from .checkpoint import model_from_checkpoint
+    from .visualize import checkpoint_palette
     model, ckpt = model_from_checkpoint(ckpt_path)
-    return model, dict(ckpt["config"]), list(ckpt["class_names"])
+    return model, dict(ckpt["config"]), list(ckpt["class_names"]), checkpoint_palette(ckpt)
 
 
 class Exportable(nn.Module):
@@ -357,10 +358,7 @@ def main(argv=None):
     out = args["out"] or ckpt_path.with_name(ckpt_path.stem + (".onnx" if args["format"] == "onnx" else ".torchscript.pt"))
     with user_errors():
         check_out_path(out)
-        from .checkpoint import model_from_checkpoint
-        from .visualize import checkpoint_palette
-        model, ckpt = model_from_checkpoint(ckpt_path)
-        config, class_names, palette = dict(ckpt["config"]), list(ckpt["class_names"]), checkpoint_palette(ckpt)
+        model, config, class_names, palette = load_model(ckpt_path)
     h, w = args["height"] or config["height"], args["width"] or config["width"]
     t0 = time.time()
     with user_errors():

@@ -57,7 +57,7 @@ SIZES = [(24, 40), (19, 31)]  # the export size, and an odd size different from 
 def trained(tmp_path_factory):
     """SegNet-Lite trained for a few iterations on a tiny CamVid (BN statistics are not the init's)."""
     _, ckpt = train_tiny(tmp_path_factory.mktemp("export"), "--normalize=imagenet", "--lr=0.01", max_iters=6)
-    model, config, names = export.load_model(ckpt)
+    model, config, names, _ = export.load_model(ckpt)
     assert not torch.allclose(model.encoder[0].convs[0][1].running_mean, torch.zeros(32))
     return ckpt, model, config, names
 
