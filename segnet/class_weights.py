@@ -12,6 +12,8 @@ import pathlib
 import numpy as np
 import torch
 
+from .files import replace_text
+
 
 METHODS = ("auto", "paper", "median_frequency", "none")  # auto: paper for CamVid-11, else median_frequency
 
@@ -41,26 +43,39 @@ def weights_from_record(record, class_names):
     return torch.tensor([record["weights"][name] for name in class_names], dtype=torch.float32)
 
 
+class PixelCounts:
+    """What median frequency balancing counts over a split's masks: per class, its labelled pixels
+    (`pixels`) and the labelled pixels of the images where it appears (`image_pixels`)."""
+
+    def __init__(self, num_classes, void=255):
+        self.num_classes, self.void = num_classes, void
+        self.pixels = np.zeros(num_classes, np.int64)
+        self.image_pixels = np.zeros(num_classes, np.int64)
+
+    def add(self, mask):
+        """Count one mask (void pixels count nowhere); returns how many of its pixels are labelled."""
+        labelled = np.asarray(mask).ravel()
+        labelled = labelled[labelled != self.void]
+        counts = np.bincount(labelled, minlength=self.num_classes)[:self.num_classes]
+        self.pixels += counts
+        self.image_pixels[counts > 0] += labelled.size
+        return labelled.size
+
+    def weights(self):
+        """Eigen & Fergus (ICCV 2015): freq(c) = pixels of c / pixels of the images where c appears;
+        weight(c) = median(freq) / freq(c); an absent class gets weight 0."""
+        present = self.pixels > 0
+        freq = np.where(present, self.pixels / np.maximum(self.image_pixels, 1), 0.0)
+        med = np.median(freq[present]) if present.any() else 0.0
+        return np.where(present, med / np.where(present, freq, 1.0), 0.0)
+
+
 def median_frequency(masks, num_classes, void=255):
-    """Eigen & Fergus (ICCV 2015): freq(c) = pixels of c / pixels of the images where c appears;
-    weight(c) = median(freq) / freq(c). Void pixels count nowhere; an absent class gets weight 0."""
-    pixels = np.zeros(num_classes, np.int64)
-    image_pixels = np.zeros(num_classes, np.int64)
+    """Median frequency balancing (PixelCounts.weights) over `masks`."""
+    counts = PixelCounts(num_classes, void)
     for m in masks:
-        m = np.asarray(m).ravel()
-        m = m[m != void]
-        counts = np.bincount(m, minlength=num_classes)[:num_classes]
-        pixels += counts
-        image_pixels[counts > 0] += m.size
-    return median_frequency_of_counts(pixels, image_pixels)
-
-
-def median_frequency_of_counts(pixels, image_pixels):
-    """median_frequency from per-class pixel counts and pixels of the images where each class appears."""
-    present = pixels > 0
-    freq = np.where(present, pixels / np.maximum(image_pixels, 1), 0.0)
-    med = np.median(freq[present]) if present.any() else 0.0
-    return np.where(present, med / np.where(present, freq, 1.0), 0.0)
+        counts.add(m)
+    return counts.weights()
 
 
 def _dataset_key(dataset):
@@ -97,9 +112,7 @@ def compute_class_weights(method, dataset=None, num_classes=11, cache_dir=None):
     if cache is not None:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(w.tolist()))
-            os.replace(tmp, cache)
+            replace_text(cache, json.dumps(w.tolist()))
         except OSError:
             pass  # a read-only place only costs recomputing next time
     return torch.tensor(w, dtype=torch.float32)

@@ -12,9 +12,9 @@ class indices and its values checked.
 import collections
 import sys
 
-import numpy as np
 from PIL import Image
 
+from ..class_weights import PixelCounts
 from .base import SPLITS, VOID, MissingSplit
 
 
@@ -32,22 +32,17 @@ def file_size(path):
         raise ValueError(f"{path} is corrupt or not an image ({e}); replace it or remove the pair") from None
 
 
-class Survey:
-    """What `problems` saw of a split: image sizes, pixels per class, and per class the pixels of
-    the images where it appears (for the median-frequency weights)."""
+class Survey(PixelCounts):
+    """What `problems` saw of a split: image sizes, void pixels, and the median-frequency counts."""
 
     def __init__(self, num_classes):
-        self.images, self.sizes = 0, collections.Counter()
-        self.pixels = np.zeros(num_classes, np.int64)
-        self.image_pixels = np.zeros(num_classes, np.int64)
-        self.void = 0
+        super().__init__(num_classes, VOID)
+        self.images, self.sizes, self.void_pixels = 0, collections.Counter(), 0
 
-    def add(self, mask, num_classes):
-        labelled = mask[mask != VOID]
-        counts = np.bincount(labelled.ravel(), minlength=num_classes)[:num_classes]
-        self.pixels += counts
-        self.image_pixels[counts > 0] += labelled.size
-        self.void += mask.size - labelled.size
+    def add(self, mask):
+        labelled = super().add(mask)
+        self.void_pixels += mask.size - labelled
+        return labelled
 
 
 def problems(dataset, survey=None, labels=True):
@@ -84,7 +79,7 @@ def problems(dataset, survey=None, labels=True):
                    f"or void ({int(bad.sum())} pixels)")
             continue
         if survey is not None:
-            survey.add(mask, dataset.num_classes)
+            survey.add(mask)
 
 
 def check_dataset(dataset):
@@ -119,7 +114,7 @@ def survey_report(name, dataset, survey):
         lines.append(f"  classes present (share of labelled pixels): {shares}")
         if absent:
             lines.append(f"  classes absent: {', '.join(absent)}")
-        lines.append(f"  void: {100 * survey.void / (total + survey.void):.2f}% of all pixels")
+        lines.append(f"  void: {100 * survey.void_pixels / (total + survey.void_pixels):.2f}% of all pixels")
     return lines
 
 
@@ -127,7 +122,6 @@ def main(argv=None):
     """`python -m segnet.data check --dataset=NAME --data_root=DIR`: per split the images, sizes
     and classes present, the median-frequency weights of train, and every problem; exit 2 when
     there is any."""
-    from ..class_weights import median_frequency_of_counts
     from ..config import help_text, parse_overrides, wants_help
     from ..errors import UserError, user_errors
     from . import DATASETS
@@ -162,7 +156,7 @@ def main(argv=None):
         found.append(f"{root}: no train split; training needs one")
     else:
         dataset, survey = train
-        w = median_frequency_of_counts(survey.pixels, survey.image_pixels)
+        w = survey.weights()
         print("median-frequency weights (train): "
               + ", ".join(f"{name} {v:.4f}" for name, v in zip(dataset.class_names, w)))
     if not found:
