@@ -214,27 +214,27 @@ def interrupt_in_write(monkeypatch, name, nth=1, exc=KeyboardInterrupt):
     monkeypatch.setattr(files, "_write", write)
 
 
-def interrupt_in_evaluate(monkeypatch, nth):
-    real, calls = engine.evaluate, {"n": 0}
+def before_nth_call(monkeypatch, name, nth, act):
+    """engine.`name` wrapped: its `nth` call runs `act()` first."""
+    real, calls = getattr(engine, name), {"n": 0}
 
-    def evaluate(*a, **k):
+    def wrapped(*a, **k):
         calls["n"] += 1
         if calls["n"] == nth:
-            raise KeyboardInterrupt
+            act()
         return real(*a, **k)
-    monkeypatch.setattr(engine, "evaluate", evaluate)
+    monkeypatch.setattr(engine, name, wrapped)
+
+
+def interrupt_in_evaluate(monkeypatch, nth):
+    def interrupt():
+        raise KeyboardInterrupt
+    before_nth_call(monkeypatch, "evaluate", nth, interrupt)
 
 
 def interrupt_at_step_end(monkeypatch, step):
     """SIGTERM while step `step` runs: acted on as the step ends, before its validation."""
-    real, calls = engine.train_step, {"n": 0}
-
-    def train_step(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == step:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(*a, **k)
-    monkeypatch.setattr(engine, "train_step", train_step)
+    before_nth_call(monkeypatch, "train_step", step, lambda: os.kill(os.getpid(), signal.SIGTERM))
 
 
 @pytest.mark.parametrize("where", ["in validation", "in the best.pt save", "in the last.pt save",
