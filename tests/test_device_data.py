@@ -7,8 +7,9 @@ import torch
 
 import Train_SegNet
 from helpers import make_tutorial_camvid
-from segnet import device_data, engine, runtime
+from segnet import device_data, runtime
 from segnet.build import DATASETS, build_dataset
+from segnet.data import sampling
 from segnet.transforms import to_float, train_geometry
 
 
@@ -19,9 +20,9 @@ def config_for(root, **kw):
 
 def both_paths(config, batch_size=3, n=4, workers=0):
     """The first `n` batches of the DataLoader path and of the device path (CPU tensors)."""
-    sampler = engine.SeededSampler(8, config["seed"])
-    batches = engine.EpochBatches(sampler, batch_size)
-    loader = torch.utils.data.DataLoader(engine.Seeded(build_dataset(config, "train", train=True)),
+    sampler = sampling.SeededSampler(8, config["seed"])
+    batches = sampling.EpochBatches(sampler, batch_size)
+    loader = torch.utils.data.DataLoader(sampling.Seeded(build_dataset(config, "train", train=True)),
                                          batch_sampler=batches, num_workers=workers)
     raw = device_data.raw_dataset(lambda t: DATASETS["camvid"].build(config["data_root"], "train", 11, t, False))
     on_device = device_data.DeviceData.load(

@@ -12,6 +12,7 @@ import Train_SegNet
 from helpers import make_tutorial_camvid
 from segnet import engine
 from segnet.config import PRESETS, parse_overrides
+from segnet.data import sampling
 from segnet.errors import UserError
 from segnet.model import SegNet
 
@@ -112,15 +113,15 @@ def test_tiny_model_overfits_one_batch():
 
 
 def test_sampler_order_depends_only_on_seed_epoch_and_position():
-    a = engine.SeededSampler(10, seed=3)
+    a = sampling.SeededSampler(10, seed=3)
     a.set_epoch(2)
     full = list(a)
     a.set_epoch(2, start=4)
     assert list(a) == full[4:]
-    b = engine.SeededSampler(10, seed=3)
+    b = sampling.SeededSampler(10, seed=3)
     b.set_epoch(3)
     assert [i for i, _ in list(b)] != [i for i, _ in full]
-    shards = [engine.SeededSampler(10, seed=3, rank=r, world=3) for r in range(3)]
+    shards = [sampling.SeededSampler(10, seed=3, rank=r, world=3) for r in range(3)]
     for s in shards:
         s.set_epoch(2)
     got = [i for s in shards for i, _ in s]
@@ -135,9 +136,9 @@ def stream(batches, n):
 def test_one_epoch_visits_every_index_once_and_batches_run_across_epochs():
     # CamVid's 367 training frames in batches of 12: 30 whole batches and 7 images of the 31st
     # make epoch 0; the 31st's other 5 open epoch 1. Nothing is dropped.
-    sampler = engine.SeededSampler(367, seed=0)
-    got = [item for batch in stream(engine.EpochBatches(sampler, 12), 62) for item in batch]
-    assert all(len(b) == 12 for b in stream(engine.EpochBatches(sampler, 12), 62))
+    sampler = sampling.SeededSampler(367, seed=0)
+    got = [item for batch in stream(sampling.EpochBatches(sampler, 12), 62) for item in batch]
+    assert all(len(b) == 12 for b in stream(sampling.EpochBatches(sampler, 12), 62))
     epoch0, epoch1 = [i for i, _ in got[:367]], [i for i, _ in got[367:734]]
     assert sorted(epoch0) == list(range(367)) and sorted(epoch1) == list(range(367))
     assert epoch0 != epoch1  # shuffled again before the next epoch
@@ -147,17 +148,17 @@ def test_one_epoch_visits_every_index_once_and_batches_run_across_epochs():
 
 
 def test_epoch_batches_resume_mid_epoch_and_ranks_share_each_epoch():
-    sampler = engine.SeededSampler(10, seed=3)
-    full = stream(engine.EpochBatches(sampler, 4), 6)  # 24 positions: epochs 0, 1 and part of 2
-    later = engine.EpochBatches(sampler, 4)
+    sampler = sampling.SeededSampler(10, seed=3)
+    full = stream(sampling.EpochBatches(sampler, 4), 6)  # 24 positions: epochs 0, 1 and part of 2
+    later = sampling.EpochBatches(sampler, 4)
     later.start_at(3)  # position 12: two images into epoch 1
     assert stream(later, 3) == full[3:]
     assert [i for i, _ in full[2][:2]] == [i for i, _ in sampler.epoch_items(0)[8:]]
-    ranks = [engine.EpochBatches(engine.SeededSampler(10, seed=3, rank=r, world=3), 2) for r in range(3)]
+    ranks = [sampling.EpochBatches(sampling.SeededSampler(10, seed=3, rank=r, world=3), 2) for r in range(3)]
     first = [i for b in ranks for batch in stream(b, 2) for i, _ in batch]  # 2 batches of 2 = a rank's 4
     assert len(first) == 12 and set(first) == set(range(10))  # one epoch: padded to equal shares
     with pytest.raises(ValueError, match="batch_size=11 is larger than the 10 images of an epoch"):
-        engine.EpochBatches(sampler, 11)
+        sampling.EpochBatches(sampler, 11)
 
 
 def test_segnet_basic_paper_preset_is_segnet_basic_at_batch_12():
@@ -423,7 +424,7 @@ def test_choices_come_from_the_registries_and_flags_may_be_bare():
     from segnet.build import DATASETS
     from segnet.model import SPECS
     c = Train_SegNet.CHOICES
-    assert c["model"] == tuple(SPECS) and c["dataset"] == tuple(DATASETS)
+    assert c["model"] == tuple(SPECS) and tuple(c["dataset"]) == tuple(DATASETS)  # read at parse time
     assert c["optimizer"] == tuple(engine.OPTIMIZERS) and c["lr_schedule"] == tuple(engine.LR_SCHEDULES)
     assert c["dtype"] == ("auto", *runtime.DTYPES)
     d = {"config": "camvid", **Train_SegNet.DEFAULTS}

@@ -1,19 +1,21 @@
 """Data sets: CamVid (both layouts), multi-digit MNIST and your own folder (segnet/data/folder.py),
-all meeting one contract (segnet/data/base.py); evaluation's views of them.
+all meeting one contract (segnet/data/base.py) and registered by name (segnet/data/registry.py);
+evaluation's views of them (views.py) and the training order (sampling.py).
 
     python -m segnet.data download [--layout=tutorial|original] [--root=data/CamVid]
     python -m segnet.data check --dataset=folder --data_root=DIR
+
+A data set of your own kind is one module ending in `register(name, DatasetEntry(...))`
+(docs/own_data.md, "A new kind of data set").
 """
-from . import camvid, folder, mnist
 from .base import SPLITS, VOID, DatasetEntry, MissingSplit, SegmentationDataset
 from .camvid import CamVid
-from .evaluation import ImageFolder, Labelled, collate, collate_images
 from .folder import Folder
 from .mnist import MultiDigitMNIST
+from .registry import DATASETS, DEFAULT_DATASET, DatasetNames, entry, palette_for, published_rows, register
+from .sampling import EpochBatches, Seeded, SeededSampler
+from .views import Labelled, UnlabelledImages, collate, collate_images
 
-# --dataset=NAME -> how to build, fetch and count the classes of it; a new data set is one module
-# meeting base.py's contract plus one line here
-DATASETS = {"camvid": camvid.ENTRY, "multidigit_mnist": mnist.ENTRY, "folder": folder.ENTRY}
-
-__all__ = ["CamVid", "MultiDigitMNIST", "Folder", "DATASETS", "DatasetEntry", "SegmentationDataset", "MissingSplit",
-           "VOID", "SPLITS", "Labelled", "ImageFolder", "collate", "collate_images"]
+__all__ = ["CamVid", "MultiDigitMNIST", "Folder", "DATASETS", "DEFAULT_DATASET", "DatasetEntry", "DatasetNames",
+           "register", "entry", "published_rows", "palette_for", "SegmentationDataset", "MissingSplit", "VOID", "SPLITS", "Labelled",
+           "UnlabelledImages", "collate", "collate_images", "SeededSampler", "EpochBatches", "Seeded"]

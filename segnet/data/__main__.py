@@ -3,9 +3,9 @@ python -m segnet.data check --dataset=folder --data_root=DIR"""
 import sys
 
 from ..errors import UserError, run_cli
-from . import check, download
+from . import camvid_download, check
 
-COMMANDS = {"download": download.main, "check": check.main}
+COMMANDS = {"download": camvid_download.main, "check": check.main}
 
 
 def main(argv=None):

@@ -5,24 +5,28 @@ Every data set (CamVid, multi-digit MNIST, your own folder: segnet/data/folder.p
 
 - `class_names`: the names, in class-index order; `num_classes == len(class_names)`.
 - `palette`: one display colour (r, g, b) per class, in the same order (pictures, videos, exports).
-- `files`: the (image path, label path) pairs, in item order, for data read from image files;
-  a data set composed in memory (multi-digit MNIST) lists its source files instead (plain paths,
-  not pairs) and checks them as it loads them.
+- `files`: (image source, label source) pairs of paths. A data set read from image files has one
+  pair per item, in item order (`item_files()`, which the pre-flight check reads); a data set
+  composed in memory (multi-digit MNIST) lists the pairs of source files it composes from, has
+  no per-item files, and checks its sources as it loads them.
+- `item_name(i)`: the file name of item i's prediction PNG (its image's name).
 - `load_mask(i)`: the label of item i as an (H, W) uint8 array of class indices 0..C-1, with
   void (ignored by the loss and the metrics) as 255 (`VOID`), before any transform.
 - `load_image(i)`: the image of item i as an (H, W, 3) uint8 RGB array.
+- `label_settings`: a string that changes whenever the same label files would decode to other
+  indices (it keys the cached class weights).
 - `ds[i]`: (image float (3, H, W), mask int64 (H, W)) after `transforms(image, mask)`, which get a
   uint8 `tv_tensors.Image` and `tv_tensors.Mask` (without transforms: the image in [0, 1]).
 - `problems`: what was found wrong while listing the files (an image without a label, ...), one
   line each naming the file; `segnet.data.check` reports them with the rest.
-- `label_settings`: a string that changes whenever the same label files would decode to other
-  indices (it keys the cached class weights).
 
-A data set is registered in `segnet.data.DATASETS` by a `DatasetEntry`: how to build a split,
-how to make sure the data is there (download it, or say where it should be), and how many
-classes the data has. A fourth data set is one file like folder.py plus one entry there.
+A data set is registered by name with a `DatasetEntry` (`segnet.data.register`, registry.py):
+everything the rest of the code asks about it. A new data set is one module like folder.py that
+ends in its entry (docs/own_data.md, "A new kind of data set").
 """
-import collections
+import dataclasses
+import pathlib
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -32,12 +36,48 @@ VOID = 255
 SPLITS = ("train", "val", "test")
 UNKNOWN = 254  # the colour lookup table's mark for a colour it does not hold (so at most 254 classes)
 
-# build(root, split, num_classes, transforms, download) -> the split as a SegmentationDataset;
-# num_classes 0 means the data set's own.
-# ensure(root, download): the data is at root afterwards, or an OSError says how to get it there.
-# num_classes(root, requested) -> the class count of the data for a run that asks for `requested`
-#   classes (0: none asked); it raises where the data cannot say and none was asked.
-DatasetEntry = collections.namedtuple("DatasetEntry", "build ensure num_classes")
+
+
+def _median_frequency(num_classes):
+    return "median_frequency"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetEntry:
+    """Everything the code outside a data set's module asks about it (`segnet.data.register`).
+
+    build(root, split, num_classes, transforms, download) -> the split as a SegmentationDataset;
+        num_classes 0 means the data set's own. It reads; it never downloads.
+    ensure(root, download): the data is at root afterwards (fetched when `download` and the data
+        set can fetch itself), or an OSError says how to get it there.
+    num_classes(root, requested) -> the class count of the data for a run that asks for
+        `requested` classes (0: none asked); it raises where the data cannot say and none was asked.
+    default_root: the folder read when none is given ("" = none: --data_root is needed).
+    split_sizes: {split: images} of the whole data set, to notice a split that lost files.
+    class_weights(num_classes) -> the method `class_weights=auto` means for it.
+    class_names: the fixed class names, where the data set has fixed ones (else ()).
+    palette(class_names) -> one (r, g, b) per class: the colours of a file that stores none.
+    published: {(model spec, num_classes): [(label, G, C, mIoU, BF or None), ...]}, in percent,
+        the published test rows results.md sets beside a run.
+    title: what the data set is called when found in a folder ("CamVid").
+    expected: what its folder holds, said when it holds something else.
+    detect(root) -> whether root holds this data set (any class count); None: not checked.
+    fits(root, num_classes) -> None, or why the data at root cannot have `num_classes` classes.
+    """
+
+    build: Callable
+    ensure: Callable
+    num_classes: Callable
+    default_root: str = ""
+    split_sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    class_weights: Callable = _median_frequency
+    class_names: tuple = ()
+    palette: Callable = lambda class_names: default_palette(len(class_names))
+    published: Mapping[tuple, list] = dataclasses.field(default_factory=dict)
+    title: str = "the data set"
+    expected: str = ""
+    detect: Optional[Callable] = None
+    fits: Optional[Callable] = None
 
 
 class MissingSplit(FileNotFoundError):
@@ -116,6 +156,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def load_mask(self, i):
         raise NotImplementedError
+
+    def item_files(self):
+        """The (image, label) file pair of each item, which the pre-flight check reads."""
+        return self.files
+
+    def item_name(self, i):
+        """The file name of item i's prediction: its image's name, as a PNG."""
+        return pathlib.Path(self.files[i][0]).stem + ".png"
 
     def load_image(self, i):
         return read_png(self.files[i][0], "RGB")  # grayscale, palette and RGBA images become RGB

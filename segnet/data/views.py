@@ -2,11 +2,15 @@
 name each, batched by `collate` (images of different sizes in one batch keep their own sizes).
 
     Labelled(CamVid(root, "test", transforms=eval_transforms(360, 480)))   # scored at label size
-    ImageFolder("photos/", 360, 480, "imagenet")                           # predict mode, no labels
+    UnlabelledImages("photos/", 360, 480, "imagenet")                      # predict mode, no labels
 """
 import pathlib
 
 import torch
+from torchvision import tv_tensors
+
+from ..transforms import eval_transforms
+from .base import read_png
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -39,21 +43,17 @@ class Labelled(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def name(self, i):
-        files = getattr(self.dataset, "files", None)
-        if files and isinstance(files[0], tuple):  # CamVid: (image, label) pairs
-            return pathlib.Path(files[i][0]).stem + ".png"
-        return f"{i:05d}.png"
+        return self.dataset.item_name(i)
 
     def __getitem__(self, i):
         image, mask = self.dataset[i]
         return image, mask, mask.shape[-2:]
 
 
-class ImageFolder(torch.utils.data.Dataset):
+class UnlabelledImages(torch.utils.data.Dataset):
     """Unlabelled images (a folder, or one file): (image at the model's input size, None, original size)."""
 
     def __init__(self, path, height, width, normalize):
-        from ..transforms import eval_transforms
         p = pathlib.Path(path)
         if p.is_file():
             self.files = [p]
@@ -72,8 +72,6 @@ class ImageFolder(torch.utils.data.Dataset):
         return self.files[i].stem + ".png"
 
     def __getitem__(self, i):
-        from torchvision import tv_tensors
-        from .base import read_png
         image = torch.from_numpy(read_png(self.files[i], "RGB")).permute(2, 0, 1)
         x, _ = self.transform(tv_tensors.Image(image), None)
         return x.as_subclass(torch.Tensor), None, image.shape[-2:]
