@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segnet.data import download as dl
+from segnet.data import camvid_download as dl
 from segnet.errors import INPUT_ERRORS, UserError
 
 W, H = 8, 6  # tiny frames

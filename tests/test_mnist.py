@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from segnet.data import mnist
 from segnet.data.mnist import MultiDigitMNIST
 from segnet.errors import INPUT_ERRORS
 
@@ -45,7 +46,8 @@ def t10k_only(tmp_path):
 
 # --- source 1: the reference's .mat batches -------------------------------------------------------
 def random_batch(rng, b, h=64, w=64):
-    images = rng.random((h, w, 3, b)).astype(np.float32)  # float32: exactly representable after reading
+    # values a uint8 image holds (k / 255), as float32: exactly representable after reading
+    images = (rng.integers(0, 256, size=(h, w, 3, b)) / 255.0).astype(np.float32)
     masks = rng.integers(0, 11, size=(h, w, b)).astype(np.float64)  # MATLAB keeps masks as doubles
     return images, masks
 
@@ -62,8 +64,8 @@ def test_mat_batches_read_in_name_order_then_batch_order(tmp_path):
 
     train = MultiDigitMNIST(tmp_path, "train")
     assert train.source == "mat" and len(train) == 6
-    assert [p.split("/")[-1] for p in train.files] == ["batch00001.mat", "batch00002.mat", "batch00010.mat"]
-    expected = [(n, b) for n in train.files for b in range(batches[n.split("/")[-1]][0].shape[3])]
+    assert [p.split("/")[-1] for p, _ in train.files] == ["batch00001.mat", "batch00002.mat", "batch00010.mat"]
+    expected = [(n, b) for n, _ in train.files for b in range(batches[n.split("/")[-1]][0].shape[3])]
     for i in [5, 0, 3, 1, 4, 2]:  # random access crosses files and back
         name, b = expected[i]
         images, masks = batches[name.split("/")[-1]]
@@ -74,7 +76,7 @@ def test_mat_batches_read_in_name_order_then_batch_order(tmp_path):
         assert torch.equal(mask, torch.from_numpy(masks[..., b].astype(np.int64)))
 
     test = MultiDigitMNIST(tmp_path, "test", size=3)
-    assert len(test) == 3 and test.files[0].endswith("testset001.mat")
+    assert len(test) == 3 and test.files[0][0].endswith("testset001.mat")
     assert torch.equal(test[2][1], torch.from_numpy(batches["testset001.mat"][1][..., 2].astype(np.int64)))
 
     clone = pickle.loads(pickle.dumps(train))  # what a DataLoader worker gets: no open-file cache
@@ -173,12 +175,13 @@ def test_full_mnist_uses_its_train_and_test_sets_and_finds_mnist_raw(tmp_path):
     write_mnist_set(raw, "train", *square_digits(30), gz=False)
     write_mnist_set(raw, "t10k", *square_digits(20), gz=False)
     train, test = MultiDigitMNIST(tmp_path, "train", size=5), MultiDigitMNIST(tmp_path, "test", size=5)
-    assert train.files[0].endswith("MNIST/raw/train-images-idx3-ubyte") and train.pool == (0, 30)
-    assert test.files[0].endswith("MNIST/raw/t10k-images-idx3-ubyte") and test.pool == (0, 20)
+    assert train.files[0][0].endswith("MNIST/raw/train-images-idx3-ubyte") and train.pool == (0, 30)
+    assert test.files[0][0].endswith("MNIST/raw/t10k-images-idx3-ubyte") and test.pool == (0, 20)
 
 
 def test_transforms_get_image_and_mask(t10k_only):
-    ds = MultiDigitMNIST(t10k_only, size=3, transforms=lambda image, mask: (image * 2, mask + 100))
+    # the transforms get the uint8 image, as every data set gives it
+    ds = MultiDigitMNIST(t10k_only, size=3, transforms=lambda image, mask: (image.float() / 255 * 2, mask + 100))
     plain = MultiDigitMNIST(t10k_only, size=3)
     assert torch.equal(ds[1][0], plain[1][0] * 2) and torch.equal(ds[1][1], plain[1][1] + 100)
     with pytest.raises(IndexError):
@@ -188,7 +191,7 @@ def test_transforms_get_image_and_mask(t10k_only):
     flipped = MultiDigitMNIST(t10k_only, size=3, transforms=v2.RandomHorizontalFlip(p=1.0))
     image, mask = flipped[2]
     assert type(image) is torch.Tensor and mask.dtype == torch.int64
-    assert torch.equal(image, plain[2][0].flip(-1)) and torch.equal(mask, plain[2][1].flip(-1))  # mask moves too
+    assert torch.equal(image.float() / 255, plain[2][0].flip(-1)) and torch.equal(mask, plain[2][1].flip(-1))  # mask moves too
 
 
 def test_download_offline_says_how_to_fetch_by_hand(tmp_path, monkeypatch):
@@ -199,7 +202,7 @@ def test_download_offline_says_how_to_fetch_by_hand(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
     with pytest.raises(INPUT_ERRORS, match=r"could not download MNIST into .*MNIST/raw .*ossci-datasets"):
-        MultiDigitMNIST(tmp_path, download=True)
+        mnist.ENTRY.ensure(tmp_path, True)  # fetching is the registry entry's ensure; reading never fetches
 
     def fake_download(root, train, download):
         raw = tmp_path / "MNIST" / "raw"
@@ -207,7 +210,8 @@ def test_download_offline_says_how_to_fetch_by_hand(tmp_path, monkeypatch):
         write_mnist_set(raw, "t10k", *square_digits(10))
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", fake_download)
-    assert len(MultiDigitMNIST(tmp_path, download=True, size=4)) == 4
+    mnist.ENTRY.ensure(tmp_path, True)
+    assert len(MultiDigitMNIST(tmp_path, size=4)) == 4
 
 
 def test_errors_name_the_path_and_what_was_expected(tmp_path):

@@ -12,7 +12,7 @@ Every data set (CamVid, multi-digit MNIST, your own folder: segnet/data/folder.p
 - `item_name(i)`: the file name of item i's prediction PNG (its image's name).
 - `load_mask(i)`: the label of item i as an (H, W) uint8 array of class indices 0..C-1, with
   void (ignored by the loss and the metrics) as 255 (`VOID`), before any transform.
-- `load_image(i)`: the image of item i as an (H, W, 3) uint8 RGB array.
+- `load_image(i)`: the image of item i as an (H, W, 3) uint8 RGB array; `load_item(i)` gives both.
 - `label_settings`: a string that changes whenever the same label files would decode to other
   indices (it keys the cached class weights).
 - `ds[i]`: (image float (3, H, W), mask int64 (H, W)) after `transforms(image, mask)`, which get a
@@ -168,8 +168,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def load_image(self, i):
         return read_png(self.files[i][0], "RGB")  # grayscale, palette and RGBA images become RGB
 
+    def load_item(self, i):
+        """(load_image(i), load_mask(i)); a data set that makes both at once overrides it."""
+        return self.load_image(i), self.load_mask(i)
+
     def __getitem__(self, i):
-        image, mask = self.load_image(i), self.load_mask(i)
+        image, mask = self.load_item(i)
         if image.shape[:2] != mask.shape:
             raise ValueError(f"{self.files[i][0]} is {image.shape[1]}x{image.shape[0]} but its mask "
                              f"{self.files[i][1]} is {mask.shape[1]}x{mask.shape[0]}")

@@ -15,11 +15,16 @@ reads whichever of two sources `root` holds:
    set present, its first 80% of digits (8,000 of t10k) form the train pool and the last 20%
    (2,000) the test pool.
 
-If `root` holds both sources, the .mat batches win: they are the reference's exact data.
+If `root` holds both sources, the .mat batches win: they are the reference's exact data. Each
+source is one class (`ReferenceBatches`, `ComposedDigits`); `MultiDigitMNIST(root, split)` makes
+the one that `root` holds. Both meet base.py's contract: the transforms get uint8 images, `files`
+are (image source, label source) pairs. Reading never downloads: the registry entry's `ensure`
+fetches the MNIST idx files (`--download=true`).
 
     python -c "from segnet.data import MultiDigitMNIST; print(len(MultiDigitMNIST('data/mnist')))"
 """
 import gzip
+import json
 import os
 import re
 
@@ -51,11 +56,11 @@ _MANUAL_DOWNLOAD = (
 class MultiDigitMNIST(SegmentationDataset):
     """Multi-digit MNIST segmentation: `ds[i]` is (image float32 (3, H, W) in [0, 1], mask int64 (H, W)).
 
-    root: folder with the reference's .mat batches, or with MNIST idx files (directly or in MNIST/raw/).
+    `MultiDigitMNIST(root, split, ...)` is a ReferenceBatches when root holds the reference's .mat
+    batches, else a ComposedDigits (MNIST idx files, directly or in MNIST/raw/).
     split: "train" or "test".
-    transforms: optional `transforms(image, mask) -> (image, mask)`, called with a float32
-        tv_tensors.Image in [0, 1] and a tv_tensors.Mask (v2's ToDtype(scale=True) leaves the image as is).
-    download: fetch the MNIST idx files with torchvision when `root` holds no data.
+    transforms: optional `transforms(image, mask) -> (image, mask)`, called with a uint8
+        tv_tensors.Image and a tv_tensors.Mask, as every data set calls them.
     seed, size, digits_per_image, ink_threshold: how images are composed from idx files (ignored
     for .mat batches, except `size`, which keeps only the first `size` items there).
     """
@@ -63,14 +68,91 @@ class MultiDigitMNIST(SegmentationDataset):
     class_names = CLASS_NAMES
     num_classes = len(CLASS_NAMES)
     palette = default_palette(len(CLASS_NAMES))
+    source = ""
 
-    def __init__(self, root, split="train", transforms=None, download=False, seed=0, size=None,
-                 digits_per_image=(1, 3), ink_threshold=0.5):
+    def __new__(cls, *args, **kwargs):
+        if cls is MultiDigitMNIST:  # the source root holds decides the class; unpickling names it
+            root = os.fspath(args[0] if args else kwargs["root"])
+            cls = ReferenceBatches if any(_find_mats(root).values()) else ComposedDigits
+        return super().__new__(cls)
+
+    def __init__(self, root, split="train", transforms=None, seed=0, size=None, digits_per_image=(1, 3),
+                 ink_threshold=0.5):
         if split not in _SPLIT_ID:
             raise ValueError(f"split must be 'train' or 'test' for multi-digit MNIST, got {split!r}")
-        self.root = os.fspath(root)
-        self.split = split
-        self.transforms = transforms
+        if size is not None and size < 1:
+            raise ValueError(f"size must be a positive number of images, got {size!r}")
+        self.root, self.split, self.transforms = os.fspath(root), split, transforms
+
+    def item_files(self):
+        return []  # composed in memory: the sources are checked as they load
+
+    def item_name(self, i):
+        return f"{i:05d}.png"
+
+    def load_image(self, i):
+        """The (H, W, 3) uint8 image of item i, before any transform."""
+        return self.load_item(i)[0]
+
+    def load_mask(self, i):
+        """The (H, W) uint8 mask of item i (0 background, 1-10 the digits), before any transform."""
+        return self.load_item(i)[1]
+
+    def __getitem__(self, i):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images")
+        return super().__getitem__(i % len(self))
+
+
+class ReferenceBatches(MultiDigitMNIST):
+    """The reference's own batches (module docstring, source 1); `files` are (batch, batch) pairs,
+    each .mat file holding both the images and the masks."""
+
+    source = "mat"
+
+    def __init__(self, root, split="train", transforms=None, size=None, **ignored):
+        super().__init__(root, split, transforms, size=size)
+        mats = _find_mats(self.root)[split]
+        if not mats:
+            want = "batchNNNNN.mat" if split == "train" else "testsetNNN.mat"
+            raise FileNotFoundError(f"no {split} batches in {self.root}: expected files named {want}")
+        self.files = [(path, path) for path in mats]
+        self._index = []  # item -> (file number, position in its batch)
+        for f, path in enumerate(mats):
+            self._index += [(f, b) for b in range(_mat_batch_size(path))]
+        if size is not None:
+            if size > len(self._index):
+                raise ValueError(f"size={size} but the {split} batches in {self.root} hold only {len(self._index)} images")
+            self._index = self._index[:size]
+        self.label_settings = json.dumps(["mat", len(self._index)])
+        self._cached = (None, None, None)  # (file number, images, masks): one open file at a time
+
+    def __len__(self):
+        return len(self._index)
+
+    def load_item(self, i):
+        f, b = self._index[i % len(self)]
+        if self._cached[0] != f:
+            self._cached = (f, *_load_mat(self.files[f][0]))
+        _, images, masks = self._cached
+        image = torch.from_numpy(np.ascontiguousarray(images[..., b], dtype=np.float32))  # (H, W, 3) in [0, 1]
+        return (image * 255).round().byte().numpy(), masks[..., b].astype(np.uint8)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()  # DataLoader workers re-open files themselves
+        state["_cached"] = (None, None, None)
+        return state
+
+
+class ComposedDigits(MultiDigitMNIST):
+    """Images composed from MNIST idx files (module docstring, source 2); `files` is the one
+    (images file, labels file) pair the digits come from."""
+
+    source = "idx"
+
+    def __init__(self, root, split="train", transforms=None, seed=0, size=None, digits_per_image=(1, 3),
+                 ink_threshold=0.5):
+        super().__init__(root, split, transforms, size=size)
         self.seed = int(seed)
         lo, hi = digits_per_image
         if not 1 <= lo <= hi:
@@ -79,54 +161,9 @@ class MultiDigitMNIST(SegmentationDataset):
         if not 0.0 <= ink_threshold < 1.0:
             raise ValueError(f"ink_threshold must be in [0, 1), got {ink_threshold!r}")
         self.ink_threshold = float(ink_threshold)
-        if size is not None and size < 1:
-            raise ValueError(f"size must be a positive number of images, got {size!r}")
-
-        mats = _find_mats(self.root)
-        if any(mats.values()):
-            self.source = "mat"
-            self._init_mat(mats[split], size)
-            return
         idx = _find_idx(self.root)
-        if idx is None and download:
-            _download(self.root)
-            idx = _find_idx(self.root)
         if idx is None:
-            raise FileNotFoundError(
-                f"no multi-digit MNIST data in {self.root}: looked for the reference's batchNNNNN.mat / "
-                f"testsetNNN.mat, or MNIST idx files (t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz], "
-                f"optionally train-*) in it or in its MNIST/raw/; pass download=True, or "
-                + _MANUAL_DOWNLOAD.format(raw=os.path.join(self.root, "MNIST", "raw"))
-            )
-        self.source = "idx"
-        self._init_idx(idx, size)
-
-    # --- source 1: the reference's .mat batches -------------------------------------------------
-    def _init_mat(self, files, size):
-        if not files:
-            want = "batchNNNNN.mat" if self.split == "train" else "testsetNNN.mat"
-            raise FileNotFoundError(f"no {self.split} batches in {self.root}: expected files named {want}")
-        self.files = files
-        self._index = []  # item -> (file number, position in its batch)
-        for f, path in enumerate(files):
-            self._index += [(f, b) for b in range(_mat_batch_size(path))]
-        if size is not None:
-            if size > len(self._index):
-                raise ValueError(f"size={size} but the {self.split} batches in {self.root} hold only {len(self._index)} images")
-            self._index = self._index[:size]
-        self._cached = (None, None, None)  # (file number, images, masks): one open file at a time
-
-    def _mat_item(self, i):
-        f, b = self._index[i]
-        if self._cached[0] != f:
-            self._cached = (f, *_load_mat(self.files[f]))
-        _, images, masks = self._cached
-        image = torch.from_numpy(np.ascontiguousarray(images[..., b].transpose(2, 0, 1), dtype=np.float32))
-        mask = torch.from_numpy(masks[..., b].astype(np.int64))
-        return image, mask
-
-    # --- source 2: composed from MNIST idx files ------------------------------------------------
-    def _init_idx(self, idx, size):
+            raise FileNotFoundError(_no_data(self.root))
         if len(idx) == 2:  # the full MNIST: its own train / test sets are the pools
             name = "train" if self.split == "train" else "t10k"
         else:
@@ -151,13 +188,20 @@ class MultiDigitMNIST(SegmentationDataset):
         if hi - lo < self.digits_per_image[1]:
             raise ValueError(f"{images_path}: the {self.split} pool holds {hi - lo} digits, fewer than "
                              f"the {self.digits_per_image[1]} an image may need")
-        self.files = [images_path, labels_path]
-        self.pool = (lo, hi)  # digits [lo, hi) of files[0] are this split's pool
+        self.files = [(images_path, labels_path)]
+        self.pool = (lo, hi)  # digits [lo, hi) of the images file are this split's pool
         self._digits, self._labels = images, labels.astype(np.int64)
         self._size = DEFAULT_SIZE[self.split] if size is None else int(size)
+        # the masks follow the composition and the digits' ink as well as the label file
+        st = os.stat(images_path)
+        self.label_settings = json.dumps([self.seed, self.split, self._size, self.digits_per_image,
+                                          self.ink_threshold, self.pool, images_path, st.st_mtime_ns, st.st_size])
+
+    def __len__(self):
+        return self._size
 
     def digit_indices(self, i):
-        """Which digits (indices into `self.files[0]`) item i pastes, in paste order."""
+        """Which digits (indices into the images file) item i pastes, in paste order."""
         return self._layout(i)[0]
 
     def _layout(self, i):
@@ -169,7 +213,7 @@ class MultiDigitMNIST(SegmentationDataset):
         rows, cols = self._digits.shape[1:]
         # Digits may touch but not share an inked pixel, so every label is unambiguous: up to
         # PLACEMENT_TRIES positions are drawn per digit; if none is free the last one is kept
-        # (then the later digit overwrites, see _idx_item).
+        # (then the later digit overwrites, see load_item).
         occupied = np.zeros((CANVAS, CANVAS), bool)
         ys, xs = np.zeros(k, np.int64), np.zeros(k, np.int64)
         for j, d in enumerate(which):
@@ -182,52 +226,24 @@ class MultiDigitMNIST(SegmentationDataset):
             ys[j], xs[j] = y, x
         return which, ys, xs
 
-    def _idx_item(self, i):
-        which, ys, xs = self._layout(i)
+    def load_item(self, i):
+        which, ys, xs = self._layout(i % len(self))
         rows, cols = self._digits.shape[1:]
-        canvas = np.zeros((CANVAS, CANVAS), np.float32)
-        mask = np.zeros((CANVAS, CANVAS), np.int64)
+        canvas = np.zeros((CANVAS, CANVAS), np.uint8)
+        mask = np.zeros((CANVAS, CANVAS), np.uint8)
         for d, y, x in zip(which, ys, xs):
-            ink = self._digits[d].astype(np.float32) / 255.0
             window = (slice(y, y + rows), slice(x, x + cols))
-            np.maximum(canvas[window], ink, out=canvas[window])
+            np.maximum(canvas[window], self._digits[d], out=canvas[window])
+            ink = self._digits[d].astype(np.float32) / 255.0
             mask[window][ink > self.ink_threshold] = self._labels[d] + 1  # later digits overwrite earlier
-        image = torch.from_numpy(canvas).expand(3, CANVAS, CANVAS).clone()  # grayscale as 3 channels
-        return image, torch.from_numpy(mask)
+        return np.repeat(canvas[..., None], 3, axis=2), mask  # grayscale as 3 channels
 
-    # --- Dataset --------------------------------------------------------------------------------
-    def load_image(self, i):
-        """The (H, W, 3) uint8 image of item i, before any transform."""
-        i %= len(self)
-        image = self._mat_item(i)[0] if self.source == "mat" else self._idx_item(i)[0]
-        return (image.permute(1, 2, 0) * 255).round().byte().numpy()
 
-    def load_mask(self, i):
-        """The (H, W) uint8 mask of item i (0 background, 1-10 the digits), before any transform."""
-        i %= len(self)
-        mask = self._mat_item(i)[1] if self.source == "mat" else self._idx_item(i)[1]
-        return mask.numpy().astype(np.uint8)
-
-    def __len__(self):
-        return len(self._index) if self.source == "mat" else self._size
-
-    def __getitem__(self, i):
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} images")
-        i %= len(self)
-        image, mask = self._mat_item(i) if self.source == "mat" else self._idx_item(i)
-        if self.transforms is not None:
-            # tv_tensors, as CamVid passes them, so v2 transforms move the mask with the image
-            from torchvision import tv_tensors
-            image, mask = self.transforms(tv_tensors.Image(image), tv_tensors.Mask(mask))
-            return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long()
-        return image, mask
-
-    def __getstate__(self):
-        state = self.__dict__.copy()  # DataLoader workers re-open files themselves
-        if "_cached" in state:
-            state["_cached"] = (None, None, None)
-        return state
+def _no_data(root):
+    return (f"no multi-digit MNIST data in {root}: looked for the reference's batchNNNNN.mat / "
+            f"testsetNNN.mat, or MNIST idx files (t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz], "
+            f"optionally train-*) in it or in its MNIST/raw/; pass --download=true, or "
+            + _MANUAL_DOWNLOAD.format(raw=os.path.join(root, "MNIST", "raw")))
 
 
 def _find_mats(root):
@@ -336,12 +352,39 @@ def _download(root):
                               + _MANUAL_DOWNLOAD.format(raw=raw)) from None
 
 
+def has_data(root):
+    """Whether root holds multi-digit MNIST (either source; some idx files without their partner count)."""
+    root = os.fspath(root)
+    try:
+        return any(_find_mats(root).values()) or _find_idx(root) is not None
+    except OSError:
+        return True  # some MNIST files, not all: reading them names the missing one
+
+
+def ensure(root, download):
+    """The data is at root afterwards: either source is there, or (download) the MNIST idx files
+    are fetched into root/MNIST/raw/; else a FileNotFoundError says how to get them."""
+    root = os.fspath(root)
+    if has_data(root):
+        return
+    if not download:
+        raise FileNotFoundError(_no_data(root))
+    _download(root)
+    if _find_idx(root) is None:
+        raise FileNotFoundError(_no_data(root))
+
+
 def _build(root, split, num_classes, transforms, download):
     if num_classes not in (0, len(CLASS_NAMES)):
         raise ValueError(f"multidigit_mnist has 11 classes (background + 10 digits), not {num_classes}")
-    return MultiDigitMNIST(root, split, transforms=transforms, download=download)
+    return MultiDigitMNIST(root, split, transforms=transforms)
 
 
-# the registry entry (segnet.data.DATASETS); the data set downloads itself when asked to
-ENTRY = DatasetEntry(build=_build, ensure=lambda root, download: None,
-                     num_classes=lambda root, requested: len(CLASS_NAMES))
+# the registry entry (segnet.data.register)
+ENTRY = DatasetEntry(
+    build=_build, ensure=ensure, num_classes=lambda root, requested: len(CLASS_NAMES),
+    default_root="data/mnist", class_names=tuple(CLASS_NAMES),
+    title="multi-digit MNIST files",
+    expected="MNIST idx files t10k-images-idx3-ubyte[.gz] ..., or the reference's .mat files",
+    detect=has_data,
+)
