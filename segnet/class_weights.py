@@ -15,7 +15,8 @@ import torch
 from .files import replace_text
 
 
-METHODS = ("auto", "paper", "median_frequency", "none")  # auto: the data set's (paper for CamVid-11, else median_frequency)
+# auto: the data set's registry entry decides (paper for CamVid-11, else median_frequency)
+METHODS = ("auto", "paper", "median_frequency", "none")
 
 # SegNet-Tutorial Models/segnet_train.prototxt, loss_param class_weighting, in CamVid-11 order
 # (Sky, Building, Pole, Road, Sidewalk, Tree, SignSymbol, Fence, Car, Pedestrian, Bicyclist).

@@ -31,7 +31,7 @@ PRESETS = {
     # SegNet-Basic with the paper's own Table 1 recipe, TPAMI Sec. 3.3: SGD "with a fixed learning
     # rate of 0.1 and momentum of 0.9", trained "until the training loss converges"; "before each
     # epoch, the training set is shuffled and each mini-batch (12 images) is then picked in order
-    # thus ensuring that each image is used only once in an epoch" (engine.EpochBatches); "we
+    # thus ensuring that each image is used only once in an epoch" (data.sampling.EpochBatches); "we
     # select the model which performs highest on a validation dataset" (here by G, as segnet_basic).
     # 16,000 iterations x 12 images = 523 epochs of the 367 training frames, chainercv's schedule for
     # the same recipe. Everything else is segnet_basic's.

@@ -196,8 +196,8 @@ def bench_loader(train_defaults, data_root, batch_size, height, width, workers, 
     `train_defaults`: Train_SegNet.py's hyperparameters (the rest of the data config)."""
     from . import runtime
     from .build import build_dataset, resolve_normalize
-    from .data import sampling
-    config = {**train_defaults, "dataset": "camvid", "data_root": str(data_root), "height": height,
+    from .data import DEFAULT_DATASET, sampling
+    config = {**train_defaults, "dataset": DEFAULT_DATASET, "data_root": str(data_root), "height": height,
               "width": width, "hflip": True}
     config["normalize"] = resolve_normalize(config)
     dataset = build_dataset(config, "train", train=True)

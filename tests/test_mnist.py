@@ -181,7 +181,8 @@ def test_full_mnist_uses_its_train_and_test_sets_and_finds_mnist_raw(tmp_path):
 
 def test_transforms_get_image_and_mask(t10k_only):
     # the transforms get the uint8 image, as every data set gives it
-    ds = MultiDigitMNIST(t10k_only, size=3, transforms=lambda image, mask: (image.float() / 255 * 2, mask + 100))
+    ds = MultiDigitMNIST(t10k_only, size=3,
+                         transforms=lambda image, mask: (image.float() / 255 * 2, mask + 100))
     plain = MultiDigitMNIST(t10k_only, size=3)
     assert torch.equal(ds[1][0], plain[1][0] * 2) and torch.equal(ds[1][1], plain[1][1] + 100)
     with pytest.raises(IndexError):

@@ -17,5 +17,6 @@ from .sampling import EpochBatches, Seeded, SeededSampler
 from .views import Labelled, UnlabelledImages, collate, collate_images
 
 __all__ = ["CamVid", "MultiDigitMNIST", "Folder", "DATASETS", "DEFAULT_DATASET", "DatasetEntry", "DatasetNames",
-           "register", "entry", "published_rows", "palette_for", "SegmentationDataset", "MissingSplit", "VOID", "SPLITS", "Labelled",
-           "UnlabelledImages", "collate", "collate_images", "SeededSampler", "EpochBatches", "Seeded"]
+           "register", "entry", "published_rows", "palette_for", "SegmentationDataset", "MissingSplit", "VOID",
+           "SPLITS", "Labelled", "UnlabelledImages", "collate", "collate_images", "SeededSampler", "EpochBatches",
+           "Seeded"]
