@@ -178,7 +178,8 @@ def configure(argv):
     runtime.resolve_num_workers(config["num_workers"])  # a bad value ends here, before any work
     # derived values, stored with the run (evaluation uses the same normalisation)
     config["normalize"] = resolve_normalize(config)
-    config["class_weights"] = resolve_method(config["class_weights"], DATASETS[config["dataset"]], config["num_classes"])
+    config["class_weights"] = resolve_method(config["class_weights"], DATASETS[config["dataset"]],
+                                             config["num_classes"])
     if not config["out_dir"]:
         config["out_dir"] = os.path.join("checkpoints", f"{config['config']}-{time.strftime('%Y%m%d-%H%M%S')}")
     return config, ckpt
