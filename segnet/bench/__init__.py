@@ -5,8 +5,8 @@
     python -m segnet.bench.reference    the straightforward SegNet and training loop the bench compares against
     python -m segnet.bench.scoring      how long scoring a split takes (G, C, mIoU and the paper's BF)
 
-The bench's parts: rows.py (the rows, each in a child process), steps.py (one row's step timed),
-flops.py (FLOPs and the matmul peak), pipeline.py (the loader and the colour-mask decode),
+The bench's parts: rows.py (the rows, each in a child process), steps.py (what a child times: one
+row's step, or the matmul peak), flops.py (FLOPs per image), pipeline.py (the loader and the colour-mask decode),
 whole_process.py (the two training scripts timed whole), targets.py and summary.py (the judgement
 and the printout). exported.py times an exported file against PyTorch (`python -m segnet.export --bench=true`).
 """

@@ -38,7 +38,7 @@ from ..model import SegNet
 from .flops import count_flops
 from .pipeline import bench_decode, bench_loader
 from .reference import NUM_CLASSES, PlainSegNet
-from .rows import REPO, all_modes, find_row, measure_peaks, measure_row, row_plan, run_job, yardstick_ratios
+from .rows import REPO, all_modes, find_row, measure_peaks, measure_row, row_plan, yardstick_ratios
 from .scoring import time_scoring
 from .summary import report
 from .targets import PAPER, judge
@@ -71,7 +71,6 @@ OPTIONS = {
     "conv_wgrad": "auto",     # the repo's rows: auto | gemm | onednn (conv weight gradients; runtime.resolve_conv_wgrad)
     "whole_process": False,   # also time python Train_SegNet.py vs the straightforward loop on the real CamVid
     "whole_iters": 10,        # iterations of each --whole_process run
-    "_child": "",             # internal: one measurement in this process
 }
 MINIMUMS = {"batch_size": 1, "height": 16, "width": 16, "iters": 1, "warmup": 0, "loader_batches": 1,
             "matmul_size": 64, "whole_iters": 1, "loader_workers": -1}
@@ -211,8 +210,6 @@ def main(argv=None):
         print(help_text(__doc__, OPTIONS))
         return 0
     args = parse_args(argv)
-    if args["_child"]:
-        return run_job(json.loads(args["_child"]))
     device, modes = resolve_modes(args)
     data_root, loader_note = resolve_data_root(args["data_root"])
     if args["whole_process"] and data_root is None:

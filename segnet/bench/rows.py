@@ -1,5 +1,5 @@
 """The rows of `python -m segnet.bench`: which (mode, batch size) rows a run measures, and each
-measurement in a fresh `python -m segnet.bench --_child=JSON` process, so that its peak memory is
+measurement in a fresh `python -m segnet.bench.steps JOB_JSON` process, so that its peak memory is
 its own. A mode is `yardstick` (reference.PlainSegNet) or this repo's step in a dtype, `_cl` for
 channels_last."""
 import json
@@ -8,11 +8,7 @@ import subprocess
 import sys
 import time
 
-import torch
-
 from .. import runtime
-from .flops import matmul_peak
-from .steps import time_step
 
 REPO = pathlib.Path(__file__).resolve().parents[2]  # the children run from the repo root
 SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -30,32 +26,14 @@ def last_line(text):
 
 
 def run_child(job, workdir, want_stdout=False):
-    """Run one job in a fresh `python -m segnet.bench --_child=JSON`; returns (result, command[, stdout])."""
+    """Run one job in a fresh `python -m segnet.bench.steps JOB_JSON`; returns (result, command[, stdout])."""
     out = pathlib.Path(workdir) / f"result-{time.monotonic_ns()}.json"
-    cmd = [sys.executable, "-m", "segnet.bench", f"--_child={json.dumps({**job, 'out': str(out)})}"]
+    cmd = [sys.executable, "-m", "segnet.bench.steps", json.dumps({**job, "out": str(out)})]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0 or not out.exists():
         raise RuntimeError(last_line(proc.stderr))
     result = json.loads(out.read_text())
     return (result, cmd, proc.stdout) if want_stdout else (result, cmd)
-
-
-def run_job(job):
-    """The child's side of run_child: one measurement, written to job["out"]."""
-    if job["kind"] == "step":
-        result = time_step(job)
-    elif job["kind"] == "matmul":
-        device = torch.device(job["device"])
-        if device.type == "cuda":  # fp32 matmuls as the repo runs them (TF32)
-            torch.backends.cuda.matmul.allow_tf32 = True
-        result = {}
-        for name in job["dtypes"]:
-            rate, n = matmul_peak(device, getattr(torch, name), job["max_size"])
-            result[name] = {"flops": rate, "tflops": rate / 1e12, "size": n}
-    else:
-        raise ValueError(f"unknown job kind {job['kind']!r}")
-    pathlib.Path(job["out"]).write_text(json.dumps(result))
-    return 0
 
 
 # -- the measurements ---------------------------------------------------------------------------

@@ -1,8 +1,15 @@
-"""One row of `python -m segnet.bench`, timed in a process of its own: this repo's training step or
-inference (engine.train_step / engine.predict, set up by runtime.setup as Train_SegNet.py is), or the
-reference's (reference.PlainSegNet with PyTorch's defaults); its images/s and peak memory."""
+"""What `python -m segnet.bench` times in a child process of its own (rows.run_child), so that a row's
+peak memory is its own: one row's phase, this repo's training step or inference (engine.train_step /
+engine.predict, set up by runtime.setup as Train_SegNet.py is) or the reference's (reference.PlainSegNet
+with PyTorch's defaults), or the dense matmul peak. This module imports only what a row runs.
+
+    python -m segnet.bench.steps JOB_JSON     # internal: one job, its result written to job["out"]
+"""
+import json
+import pathlib
 import resource
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -12,8 +19,36 @@ import torch.nn as nn
 from .. import engine, runtime
 from ..class_weights import compute_class_weights
 from ..model import SegNet
-from .flops import sync
 from .reference import NUM_CLASSES, PlainSegNet
+
+
+def sync(device):
+    """Wait for the device's queued work, so a host clock times it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device, dtype, max_size=4096, reps=3):
+    """Best dense matmul throughput (FLOP/s) over n x n @ n x n for n in 1024, 2048, 4096, 8192 (<= max_size;
+    a GPU reaches its peak only at 8192)."""
+    sizes = [n for n in (1024, 2048, 4096, 8192) if n <= max_size] or [max_size]
+    inner = 20 if device.type == "cuda" else 1  # GPU matmuls are sub-millisecond: time a burst
+    best = (0.0, sizes[0])
+    for n in sizes:
+        g = torch.Generator(device=device).manual_seed(0)
+        a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+        b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+        a @ b
+        for _ in range(reps):
+            sync(device)
+            t = time.perf_counter()
+            for _ in range(inner):
+                c = a @ b
+            sync(device)
+            rate = 2 * n ** 3 * inner / (time.perf_counter() - t)
+            best = max(best, (rate, n))
+        del a, b, c
+    return best
 
 
 def _peak_memory_mb(device):
@@ -31,7 +66,7 @@ def _batch(batch_size, height, width):
 
 
 def time_step(job):
-    """Time `job["phase"]` (train or infer) of one row; runs in a fresh process (rows.run_job)."""
+    """Time `job["phase"]` (train or infer) of one row."""
     device, dtype = torch.device(job["device"]), runtime.DTYPES[job["dtype"]]
     b, h, w, yard = job["batch_size"], job["height"], job["width"], job["impl"] == "yardstick"
     torch.manual_seed(0)
@@ -94,3 +129,25 @@ def time_step(job):
         if not np.isfinite(result["loss"]):
             raise RuntimeError(f"{job['name']}: the loss is {result['loss']}")
     return result
+
+
+def run_job(job):
+    """One measurement in this process, written to job["out"] as JSON."""
+    if job["kind"] == "step":
+        result = time_step(job)
+    elif job["kind"] == "matmul":
+        device = torch.device(job["device"])
+        if device.type == "cuda":  # fp32 matmuls as the repo runs them (TF32)
+            torch.backends.cuda.matmul.allow_tf32 = True
+        result = {}
+        for name in job["dtypes"]:
+            rate, n = matmul_peak(device, getattr(torch, name), job["max_size"])
+            result[name] = {"flops": rate, "tflops": rate / 1e12, "size": n}
+    else:
+        raise ValueError(f"unknown job kind {job['kind']!r}")
+    pathlib.Path(job["out"]).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(json.loads(sys.argv[1])))
