@@ -16,7 +16,6 @@ import copy
 import io
 import json
 import pathlib
-import statistics
 import sys
 import time
 import warnings
@@ -24,6 +23,7 @@ import warnings
 import torch
 import torch.nn as nn
 
+from .bench.exported import bench_cpu, bench_unpool, cpu_lines
 from .data import palette_for
 from .files import check_writable_folder, replace_file, serialized
 
@@ -36,7 +36,7 @@ DEFAULTS = {
     "argmax": False,      # true: output class indices (B, H, W) instead of logits (B, C, H, W)
     "opset": 18,          # ONNX opset
     "check": True,        # run the written file against PyTorch and print the largest differences
-    "bench": False,       # time the written file against PyTorch on the CPU (see bench_cpu)
+    "bench": False,       # time the written file against PyTorch on the CPU (segnet/bench/exported.py)
     "threads": 2,         # CPU threads for the check and the benchmark, both runtimes alike
     "bench_batch": 1,
     "bench_reps": 10,
@@ -236,62 +236,6 @@ def random_image(batch, height, width, seed=0):
     return torch.rand(batch, 3, height, width, generator=g).numpy()
 
 
-def bench_cpu(runners, height, width, batch=1, reps=10, threads=2, warmup=2):
-    """Median and min seconds per batch for each runner (name -> function numpy -> numpy) on one
-    random input, measured the same way: calls interleaved in rotating order, same thread count."""
-    torch.set_num_threads(threads)
-    x = random_image(batch, height, width, seed=1)
-    names = list(runners)
-    for name in names:
-        for _ in range(warmup):
-            runners[name](x)
-    times = {name: [] for name in names}
-    for r in range(reps):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            t = time.perf_counter()
-            runners[name](x)
-            times[name].append(time.perf_counter() - t)
-    return {name: {"median_s": statistics.median(t), "min_s": min(t), "images_per_s": batch / statistics.median(t),
-                   "reps": reps} for name, t in times.items()}
-
-
-def bench_unpool(batch=2, height=360, width=480, reps=15, threads=2):
-    """MaxUnpool2d against max_unpool2d_scatter at the VGG SegNet's five unpool shapes, forward and
-    forward+backward, interleaved; median and min ms for all five stages together."""
-    import torch.nn.functional as F
-    from .model import SPECS, max_unpool2d_scatter
-    torch.set_num_threads(threads)
-    data, h, w = [], height, width
-    for widths in SPECS["segnet"].encoder:
-        x = torch.randn(batch, widths[-1], h, w)
-        pooled, idx = F.max_pool2d(x, 2, 2, ceil_mode=True, return_indices=True)
-        data.append((pooled.requires_grad_(), idx, (h, w)))
-        h, w = pooled.shape[-2:]
-    fns = {"MaxUnpool2d": lambda y, i, s: F.max_unpool2d(y, i, 2, 2, output_size=s),
-           "scatter": max_unpool2d_scatter}
-
-    def once(fn, backward):
-        t = time.perf_counter()
-        for y, i, s in data:
-            out = fn(y, i, s)
-            if backward:
-                out.backward(torch.ones_like(out))
-        return time.perf_counter() - t
-
-    result = {}
-    for backward in (False, True):
-        for fn in fns.values():
-            once(fn, backward)
-        times = {k: [] for k in fns}
-        for r in range(reps):
-            for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
-                times[k].append(once(fns[k], backward))
-        for k, t in times.items():
-            result[f"{k} {'forward+backward' if backward else 'forward'}"] = {
-                "median_ms": 1000 * statistics.median(t), "min_ms": 1000 * min(t)}
-    return result
-
-
 # -- the command ---------------------------------------------------------------------------------
 def export(model, config, class_names, path, fmt="onnx", height=0, width=0, dynamic=False, argmax=False,
            opset=18, source="", palette=None):
@@ -382,10 +326,7 @@ def main(argv=None):
         reference = exportable(model, config["normalize"], args["argmax"], scatter=False)
         res = bench_cpu({"pytorch": torch_runner(reference), args["format"]: runner}, h, w,
                         args["bench_batch"], args["bench_reps"], args["threads"])
-        for name, r in res.items():
-            print(f"bench {name:<12} {h}x{w} batch {args['bench_batch']}: {1000 * r['median_s']:8.1f} ms median, "
-                  f"{1000 * r['min_s']:8.1f} ms min, {r['images_per_s']:.2f} img/s ({args['threads']} threads, "
-                  f"{r['reps']} interleaved runs)")
+        print("\n".join(cpu_lines(res, h, w, args["bench_batch"], args["threads"])))
     return 0
 
 

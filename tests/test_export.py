@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from helpers import train_tiny
 from segnet import export
+from segnet.bench import exported
 from segnet.errors import UserError
 from segnet.model import SegNet, max_unpool2d_scatter, use_scatter_unpool
 
@@ -156,6 +157,6 @@ def test_bench_cpu_times_each_runner_the_same_number_of_times():
             calls[name] += 1
             return x
         return run
-    res = export.bench_cpu({"a": runner("a"), "b": runner("b")}, 8, 8, reps=3, warmup=1)
+    res = exported.bench_cpu({"a": runner("a"), "b": runner("b")}, 8, 8, reps=3, warmup=1)
     assert calls == {"a": 4, "b": 4} and set(res) == {"a", "b"}
     assert all(r["median_s"] >= r["min_s"] > 0 and r["reps"] == 3 for r in res.values())

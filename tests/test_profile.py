@@ -1,11 +1,11 @@
-"""python -m segnet.profile: the operator table and the oneDNN kernel summary."""
+"""python -m segnet.bench.profile: the operator table and the oneDNN kernel summary."""
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from segnet import profile
+from segnet.bench import profile
 
 VERBOSE = """onednn_verbose,v1,info,oneDNN v3.7.1
 onednn_verbose,v1,primitive,create:cache_miss,cpu,convolution,jit:avx2,forward_training,src:f32,,mb2_ic3oc64,0.5
@@ -22,7 +22,7 @@ def test_onednn_summary_sums_exec_lines_by_kernel():
 
 
 def test_profile_command_on_a_tiny_model():
-    out = subprocess.run([sys.executable, "-m", "segnet.profile", "--model=segnet_lite", "--height=16", "--width=24",
+    out = subprocess.run([sys.executable, "-m", "segnet.bench.profile", "--model=segnet_lite", "--height=16", "--width=24",
                           "--steps=1", "--rows=4"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -38,7 +38,7 @@ def test_profile_command_on_a_tiny_model():
 
 
 def test_profile_refuses_a_bad_option():
-    out = subprocess.run([sys.executable, "-m", "segnet.profile", "--conv_wgrad=blas"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "segnet.bench.profile", "--conv_wgrad=blas"], capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == ["error: --conv_wgrad=blas: expected one of auto, gemm, onednn"]
 

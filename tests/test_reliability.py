@@ -490,7 +490,7 @@ def test_evaluation_warns_when_a_split_is_not_whole_and_never_writes_through_sym
 
 
 def test_score_mode_takes_the_current_folder(trained, camvid, tmp_path, monkeypatch):
-    from segnet.score import write_shifted_predictions
+    from segnet.bench.scoring import write_shifted_predictions
     preds = tmp_path / "preds"
     write_shifted_predictions(camvid, "test", preds)
     monkeypatch.chdir(preds)

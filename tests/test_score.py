@@ -16,7 +16,7 @@ import Evaluate_SegNet
 from helpers import make_tutorial_camvid
 from segnet.errors import run_cli
 from segnet.metrics import ConfusionMatrix, boundary_f1_image
-from segnet.score import time_scoring, write_shifted_predictions
+from segnet.bench.scoring import time_scoring, write_shifted_predictions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = {"global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1", "per_class",

@@ -51,7 +51,7 @@ step bench 300 "$PY" -m segnet.bench --device=cuda --modes=yardstick,float32_cl,
     --iters=20 --warmup=5 --matmul_size=8192 --data_root="$ROOT" "${WHOLE[@]}" --json="$OUT/bench.json"
 
 # 3. where a bf16 step's time goes, by operator class (batch 4, the CUDA target's row)
-step profile 60 "$PY" -m segnet.profile --device=cuda --batch_size=4 --steps=5 --rows=25
+step profile 60 "$PY" -m segnet.bench.profile --device=cuda --batch_size=4 --steps=5 --rows=25
 
 # 4. SegNet-Basic, the paper's recipe: batch-12 rates in bf16 and fp32 (channels_last, data on the device)
 if [ "$REAL" = 1 ]; then

@@ -1,8 +1,8 @@
-"""The yardstick of `python -m segnet.bench`: SegNet and its training loop written the way public
-implementations write them (fp32, NCHW, plain nn.Sequential blocks, nn.CrossEntropyLoss, a PIL
-Dataset, DataLoader(shuffle=True), a loss.item() per step), to time this repo's code against.
+"""The reference `python -m segnet.bench` times this repo against (its "yardstick" rows): SegNet and
+its training loop written the way public implementations write them (fp32, NCHW, plain nn.Sequential
+blocks, nn.CrossEntropyLoss, a PIL Dataset, DataLoader(shuffle=True), a loss.item() per step).
 
-    python -m segnet.yardstick --data_root=data/CamVid --iters=10 --batch_size=2
+    python -m segnet.bench.reference --data_root=data/CamVid --iters=10 --batch_size=2
 prints "trained N iterations in S s (X img/s)", as Train_SegNet.py does.
 """
 import pathlib
@@ -12,11 +12,17 @@ import time
 import numpy as np
 import torch
 import torch.nn as nn
+from PIL import Image
+from tqdm import tqdm
+
+from ..class_weights import PAPER_CAMVID11
+from ..config import help_text, parse_overrides, wants_help
+from ..errors import UserError, run_cli
 
 NUM_CLASSES = 11
 
 
-# -- the yardstick: SegNet as public implementations write it -----------------------------------
+# -- SegNet as public implementations write it ---------------------------------------------------
 def _block(cin, widths):
     layers = []
     for w in widths:
@@ -25,7 +31,7 @@ def _block(cin, widths):
     return nn.Sequential(*layers)
 
 
-class YardstickSegNet(nn.Module):
+class PlainSegNet(nn.Module):
     """SegNet the straightforward way: five nn.Sequential conv/BN/ReLU blocks down, MaxPool2d with
     indices, five blocks up with MaxUnpool2d, a 3x3 classifier. Same widths as `SegNet(11)`."""
 
@@ -62,9 +68,6 @@ class YardstickSegNet(nn.Module):
 def straightforward_train(data_root, batch_size, height, width, iters, workers, device):
     """A training script the way public SegNet repos write one: a PIL Dataset, DataLoader(shuffle),
     fp32 NCHW model, nn.CrossEntropyLoss, SGD, tqdm, a loss.item() per step."""
-    from PIL import Image
-    from tqdm import tqdm
-    from .class_weights import PAPER_CAMVID11
     root, b, h, w, n = pathlib.Path(data_root), batch_size, height, width, iters
     device = torch.device(device)
 
@@ -87,7 +90,7 @@ def straightforward_train(data_root, batch_size, height, width, iters, workers, 
     torch.manual_seed(0)
     loader = torch.utils.data.DataLoader(CamVidDataset(root), batch_size=b, shuffle=True,
                                          num_workers=workers, drop_last=True)
-    model = YardstickSegNet(NUM_CLASSES).to(device)
+    model = PlainSegNet(NUM_CLASSES).to(device)
     criterion = nn.CrossEntropyLoss(weight=torch.tensor(PAPER_CAMVID11).to(device), ignore_index=255)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=0.0005)
     model.train()
@@ -121,8 +124,6 @@ OPTIONS = {
 
 
 def main(argv=None):
-    from .config import help_text, parse_overrides, wants_help
-    from .errors import UserError
     argv = sys.argv[1:] if argv is None else argv
     if wants_help(argv):
         print(help_text(__doc__, OPTIONS))
@@ -138,5 +139,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from .errors import run_cli
     sys.exit(run_cli(main))

@@ -2,10 +2,10 @@
 operator class (convolutions, BN, unpooling, pooling, elementwise, loss, optimizer), and oneDNN's
 kernels (ONEDNN_VERBOSE) for one configuration, resolved as Train_SegNet.py resolves it.
 
-    python -m segnet.profile                                     # the default: full SegNet, 360x480, batch 2
-    python -m segnet.profile --device=cuda --batch_size=4        # CUDA kernel time by class (no oneDNN part)
-    python -m segnet.profile --channels_last=false               # NCHW on this machine
-    python -m segnet.profile --conv_wgrad=onednn --channels_last=true --model=segnet_basic --height=180 --width=240 --batch_size=4
+    python -m segnet.bench.profile                               # the default: full SegNet, 360x480, batch 2
+    python -m segnet.bench.profile --device=cuda --batch_size=4  # CUDA kernel time by class (no oneDNN part)
+    python -m segnet.bench.profile --channels_last=false         # NCHW on this machine
+    python -m segnet.bench.profile --conv_wgrad=onednn --channels_last=true --model=segnet_basic --height=180 --width=240 --batch_size=4
 
 Prints the operators by self CPU time over `--steps` profiled steps (after one warm-up), then
 oneDNN's primitives (convolution forward / backward_data / backward_weights, layout reorders)
@@ -18,6 +18,14 @@ import os
 import subprocess
 import sys
 import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from .. import engine, runtime
+from ..config import help_text, parse_overrides, wants_help
+from ..errors import UserError, run_cli, user_errors
+from ..model import SPECS, SegNet
 
 OPTIONS = {
     "device": "cpu",            # cpu | cuda[:N]
@@ -39,10 +47,6 @@ MINIMUMS = {"height": 8, "width": 8, "batch_size": 1, "steps": 1, "rows": 1}
 
 def make_step(opts):
     """The model, data and one training step of `opts`, set up as Train_SegNet.py sets them up."""
-    import torch
-
-    from . import engine, runtime
-    from .model import SPECS, SegNet
     spec = SPECS[opts["model"]]
     rt = runtime.setup(opts["device"], opts["dtype"], opts["channels_last"], conv_wgrad=opts["conv_wgrad"],
                        kernel_size=spec.kernel_size)
@@ -120,27 +124,19 @@ def _child(opts):
 
 
 def main(argv=None):
-    from .config import help_text, parse_overrides, wants_help
-    from .errors import UserError, user_errors
-    from .model import SPECS
-    from .runtime import CHANNELS_LAST_CHOICES, CONV_WGRAD_CHOICES, DTYPE_CHOICES
     argv = sys.argv[1:] if argv is None else argv
     if wants_help(argv):
         print(help_text(__doc__, OPTIONS))
         return 0
     opts = parse_overrides(OPTIONS, argv, presets={}, minimums=MINIMUMS,
-                           choices={"model": tuple(SPECS), "dtype": DTYPE_CHOICES,
-                                    "channels_last": CHANNELS_LAST_CHOICES, "conv_wgrad": CONV_WGRAD_CHOICES})
+                           choices={"model": tuple(SPECS), "dtype": runtime.DTYPE_CHOICES,
+                                    "channels_last": runtime.CHANNELS_LAST_CHOICES, "conv_wgrad": runtime.CONV_WGRAD_CHOICES})
     if opts["_child"]:
         return _child(json.loads(opts["_child"]))
     with user_errors():
         rt, step = make_step(opts)
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    from .runtime import hardware_line
     print(f"{opts['model']} {opts['height']}x{opts['width']}, batch {opts['batch_size']}, training step, "
-          f"autocast {rt.dtype_name}, {rt.layout}; {hardware_line(rt.device)}, {torch.get_num_threads()} threads")
+          f"autocast {rt.dtype_name}, {rt.layout}; {runtime.hardware_line(rt.device)}, {torch.get_num_threads()} threads")
     cuda = rt.device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(rt.device)) if cuda else (lambda: None)
     step()
@@ -161,7 +157,7 @@ def main(argv=None):
         print(f"  {cls:16s} {ms / opts['steps']:10.1f} ms/step  {100 * share:5.1f}%")
     if opts["onednn"] and not cuda:
         child = {**{k: v for k, v in opts.items() if k != "_child"}, "compile": False}
-        proc = subprocess.run([sys.executable, "-m", "segnet.profile", f"--_child={json.dumps(child)}"],
+        proc = subprocess.run([sys.executable, "-m", "segnet.bench.profile", f"--_child={json.dumps(child)}"],
                               capture_output=True, text=True, env={**os.environ, "ONEDNN_VERBOSE": "1"})
         if proc.returncode != 0:
             raise UserError(f"the oneDNN child failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -177,5 +173,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from .errors import run_cli
     sys.exit(run_cli(main))
