@@ -78,7 +78,7 @@ def _batch(batch_size, height, width):
 
 def measure_config(job):
     """Time `job["phase"]` (train or infer) of one row; runs in a fresh process (see `_child`)."""
-    from . import engine, runtime
+    from . import engine, evaluation, runtime
     from .class_weights import compute_class_weights
     from .model import SegNet
     from .yardstick import YardstickSegNet
@@ -121,8 +121,8 @@ def measure_config(job):
                     return model(images).softmax(1)
         else:
             def step():
-                with torch.inference_mode():  # as engine.evaluate runs it
-                    return engine.predict(step_model, images, device, dtype)[0]
+                with torch.inference_mode():  # as evaluation.evaluate runs it
+                    return evaluation.predict(step_model, images, device, dtype)[0]
 
     _sync(device)
     if device.type == "cuda":
