@@ -12,17 +12,14 @@ Classes, data set, input size and normalisation come from the checkpoint's store
 shipped weights file's, e.g. weights/segnet_basic_camvid.pt). Score mode needs no checkpoint: DIR
 holds one PNG of class indices per annotation of the split, with the annotation's file name.
 """
-import json
-import math
 import pathlib
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from tqdm import tqdm
 
-from segnet import engine, runtime
+from segnet import runtime
 from segnet.build import build_dataset
 from segnet.checkpoint import model_from_checkpoint
 from segnet.config import help_text, parse_overrides, wants_help
@@ -30,10 +27,12 @@ from segnet.data import (DATASETS, DEFAULT_DATASET, SPLITS, DatasetNames, Labell
                          published_rows)
 from segnet.data.check import check_dataset
 from segnet.data.registry import check_fits, default_root, split_size_warning
-from segnet.errors import UserError, one_line, read_errors, run_cli, user_errors
-from segnet.files import check_writable_folder, make_folders, remove_empty, replace_file, replace_text, serialized
-from segnet.report import write_results_md
-from segnet.score import PredictionPairs, score_pairs
+from segnet.errors import UserError, read_errors, run_cli, user_errors
+from segnet.evaluation import evaluate
+from segnet.files import check_writable_folder, make_folders, remove_empty
+from segnet.outputs import PictureWriter, picture_folders, write_metrics, write_results_md
+from segnet.score import PredictionPairs, tally_pairs
+from segnet.video import segment_video
 from segnet.visualize import checkpoint_palette
 
 DEFAULTS = {
@@ -49,7 +48,6 @@ DEFAULTS = {
     "images": "",        # predict mode: a folder or file of images without labels
     "collages": 6,       # how many input | ground truth | prediction pictures to write
     "boundary": True,    # compute BF (Sec. 4, computeBFmeasure.m: one-to-one boundary matching), the slowest metric
-    "bf_tolerance": False,  # also report the faster many-to-one variant as boundary_f1_tolerance (not the paper's BF)
     # score mode: score a folder of predicted label PNGs by the paper's rules, without a checkpoint
     "predictions": "",   # the folder ("" = evaluate a checkpoint)
     "num_classes": 0,    # score mode only (a checkpoint brings its own): 0 = the data set's own
@@ -69,7 +67,7 @@ def main(argv=None):
     with user_errors():
         ckpt_path, args = parse_command_line(argv)
     if args["predictions"]:
-        return score_folder(args)
+        return score_mode(args)
     with user_errors():
         model, ckpt = model_from_checkpoint(ckpt_path)
         # evaluation reads the data, never fetches it: nothing is created in the data folder
@@ -87,7 +85,7 @@ def main(argv=None):
         if not predict_mode:
             check_data_fits(config, ckpt_path, ckpt["config"]["dataset"])  # before anything is read from --data_root
         dataset = make_dataset(args, config, list(ckpt["class_names"]), ckpt_path, predict_mode)
-        created = make_out_dir(args, out_dir)
+        created = picture_folders(out_dir, uncertainty=args["mc_samples"] > 0)
     if args["mc_samples"] > 0 and not any(isinstance(m, torch.nn.Dropout) for m in model.modules()):
         print("note: this model has no dropout (trained with bayesian=false): all MC samples are the same")
 
@@ -95,16 +93,17 @@ def main(argv=None):
         loader = read_errors(torch.utils.data.DataLoader(
             dataset, args["batch_size"], shuffle=False, num_workers=args["num_workers"],
             pin_memory=rt.device.type == "cuda", collate_fn=collate))
-        pictures = PictureWriter(out_dir, dataset, config, checkpoint_palette(ckpt), args["collages"])
+        pictures = PictureWriter(out_dir, dataset, config["normalize"], checkpoint_palette(ckpt), args["collages"])
         t0 = time.time()
         with tqdm(total=len(dataset), unit="img", desc="predict" if predict_mode else args["split"]) as bar:
             def on_batch(batch, first):
                 pictures(batch, first)
                 bar.update(len(batch.preds))
-            m = engine.evaluate(model, loader, config["num_classes"], rt.device, rt.dtype, rt.channels_last,
-                                boundary=args["boundary"] and not predict_mode, mc_samples=args["mc_samples"],
-                                on_batch=on_batch, bf_tolerance=args["bf_tolerance"] and not predict_mode)
-        pictures.close()
+            m = evaluate(model, loader, config["num_classes"], rt.device, rt.dtype, rt.channels_last,
+                         boundary=args["boundary"] and not predict_mode, mc_samples=args["mc_samples"],
+                         on_batch=on_batch)
+        with user_errors():
+            pictures.close()
         elapsed = time.time() - t0
         print(f"{m['num_images']} images in {elapsed:.1f} s ({m['num_images'] / max(elapsed, 1e-9):.2f} img/s) on "
               f"{rt.device}, autocast {rt.dtype_name}; outputs in {out_dir}")
@@ -112,8 +111,9 @@ def main(argv=None):
             return 0
         warn_split_size(m["num_images"], config, args["split"])
         source = {"checkpoint": str(ckpt_path), "iter": ckpt.get("iter"), "mc_samples": args["mc_samples"]}
-        result = write_report(m, list(ckpt["class_names"]), args["split"], out_dir, source, published_rows(config))
-        write_results_md(out_dir / "results.md", result, config, "python Evaluate_SegNet.py " + " ".join(argv),
+        rows = published_rows(config)
+        result = write_metrics(m, list(ckpt["class_names"]), args["split"], out_dir, source, rows)
+        write_results_md(out_dir / "results.md", result, config, rows, "python Evaluate_SegNet.py " + " ".join(argv),
                          runtime.hardware_line(rt.device), elapsed)
     except BaseException:
         remove_empty(created)  # a failed evaluation leaves no empty output folders behind
@@ -148,7 +148,6 @@ def parse_command_line(argv):
 
 def video_mode(args, ckpt_path, model, ckpt, rt):
     """--video=IN: segment a video file or a webcam into one video (segnet/video.py)."""
-    from segnet.video import segment_video
     config, source = ckpt["config"], args["video"]
     name = f"webcam{source}" if source.isdigit() else pathlib.Path(source).stem
     out = pathlib.Path(args["out"] or pathlib.Path(args["out_dir"] or pathlib.Path(ckpt_path).parent / "video")
@@ -176,7 +175,7 @@ def score_data(args):
         raise UserError(str(e)) from None
 
 
-def score_folder(args):
+def score_mode(args):
     """Score mode: a folder of predicted label PNGs against the split's annotations, no checkpoint."""
     folder = pathlib.Path(args["predictions"])
     dataset, data_root = score_data(args)
@@ -187,41 +186,21 @@ def score_folder(args):
         check_writable_folder(out_dir)  # before the scoring
         pairs = PredictionPairs(folder, data_root, args["split"], args["num_classes"], dataset)
     with user_errors(), tqdm(total=len(pairs), unit="img", desc=f"score {args['split']}") as bar:
-        m = score_pairs(pairs, boundary=args["boundary"], tolerance=args["bf_tolerance"],
-                        num_workers=args["num_workers"], batch_size=args["batch_size"],
-                        on_batch=lambda batch, first: bar.update(len(batch.preds)))
+        m = tally_pairs(pairs, boundary=args["boundary"], num_workers=args["num_workers"],
+                        batch_size=args["batch_size"], on_batch=lambda batch, first: bar.update(len(batch.preds)))
     class_names = pairs.class_names
     make_folders([out_dir])
     print(f"{m['num_images']} prediction files scored in {time.time() - t0:.1f} s; outputs in {out_dir}")
     warn_split_size(m["num_images"], {"dataset": dataset, "data_root": data_root}, args["split"])
     source = {"checkpoint": None, "predictions": str(folder), "iter": None, "mc_samples": 0}
-    write_report(m, class_names, args["split"], out_dir, source,
-                 published_rows({"dataset": dataset, "num_classes": pairs.num_classes,
-                                 "model": "segnet"}))
+    write_metrics(m, class_names, args["split"], out_dir, source,
+                  published_rows({"dataset": dataset, "num_classes": pairs.num_classes, "model": "segnet"}))
     return 0
-
-
-def write_report(m, class_names, split, out_dir, source, rows):
-    """metrics.json, confusion_matrix.png and the printed table (a checkpoint's or score mode's)."""
-    from segnet.visualize import confusion_matrix_image
-    result = metrics_json(m, class_names, split, source)
-    replace_text(out_dir / "metrics.json", json.dumps(result, indent=2))
-    replace_file(out_dir / "confusion_matrix.png",
-                 serialized(confusion_matrix_image(m["confusion_matrix"], class_names).save, format="PNG"))
-    print_table(result, class_names, split, rows)
-    print(f"metrics: {out_dir / 'metrics.json'}")
-    return result
 
 
 def out_dir_for(args, ckpt_path, predict_mode):
     return pathlib.Path(args["out_dir"] or pathlib.Path(ckpt_path).parent /
                         ("predict" if predict_mode else f"eval-{args['split']}"))
-
-
-def make_out_dir(args, out_dir):
-    """The picture folders; returns those created, to be removed again if they stay empty."""
-    subs = ("predictions", "colour", "collages") + (("uncertainty",) if args["mc_samples"] > 0 else ())
-    return make_folders([out_dir / sub for sub in subs])
 
 
 def check_data_fits(config, ckpt_path, trained_on):
@@ -259,100 +238,6 @@ def make_dataset(args, config, class_names, ckpt_path, predict_mode):
                         f"({', '.join(dataset.class_names[:4])}, ...); --dataset=NAME evaluates on other data "
                         f"with the same number of classes")
     return dataset
-
-
-class PictureWriter:
-    """The per-batch callback of the evaluation: predictions/ (class indices), colour/, collages/
-    (input | ground truth | prediction, the first `collages` images) and uncertainty/ heat maps,
-    PNG-encoded on two threads so that writing overlaps the next batch."""
-
-    def __init__(self, out_dir, dataset, config, palette, collages):
-        from segnet.transforms import input_to_unit
-        self.out_dir, self.dataset, self.collages = out_dir, dataset, collages
-        self.palette = palette
-        self.mean, self.std = map(torch.tensor, input_to_unit(config["normalize"]))
-        self.pool, self.pending = ThreadPoolExecutor(2), []
-
-    def _save(self, sub, name, array):
-        self.pending.append(self.pool.submit(save_png, self.out_dir / sub / name, array))
-
-    def __call__(self, batch, first):
-        from segnet.visualize import collage, colorize, heatmap
-        for b, pred in enumerate(batch.preds):
-            name, pred_np = self.dataset.name(first + b), pred.to(torch.uint8).cpu().numpy()
-            self._save("predictions", name, pred_np)
-            self._save("colour", name, colorize(pred_np, self.palette))
-            if batch.uncertainty is not None:
-                self._save("uncertainty", name, heatmap(batch.uncertainty[b].float().cpu().numpy()))
-            if batch.masks is not None and batch.images is not None and first + b < self.collages:
-                img = batch.images[b].float() * self.std[:, None, None] + self.mean[:, None, None]
-                img = torch.nn.functional.interpolate(img[None], size=pred_np.shape, mode="bilinear")[0]
-                img = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-                self._save("collages", name, collage(img, batch.masks[b].cpu().numpy(), pred_np, self.palette))
-
-    def close(self):
-        self.pool.shutdown(wait=True)
-        for p in self.pending:
-            try:
-                p.result()
-            except OSError as e:
-                raise UserError(one_line(e)) from None
-
-
-def save_png(path, array):
-    """A new file (replacing any, and never writing through a symlink found at `path`)."""
-    from PIL import Image
-    replace_file(path, serialized(Image.fromarray(array).save, format="PNG"))
-
-
-def nan_to_none(x):
-    return None if isinstance(x, float) and math.isnan(x) else x
-
-
-def pct(x):
-    return "   -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:6.2f}"
-
-
-def metrics_json(m, class_names, split, source):
-    """metrics.json: G, C, mIoU, BF, per class, the confusion matrix and where they come from
-    (`source`: checkpoint, iter, mc_samples; or predictions in score mode)."""
-    n = len(class_names)
-    bf, bf_per_class = m.get("boundary_f1", float("nan")), m.get("per_class_boundary_f1", [float("nan")] * n)
-    result = {
-        "global_accuracy": m["global_accuracy"], "class_average_accuracy": m["class_average_accuracy"],
-        "mean_iou": m["mean_iou"], "boundary_f1": nan_to_none(bf),
-        "per_class": {name: {"accuracy": nan_to_none(m["per_class_accuracy"][i]),
-                             "iou": nan_to_none(m["per_class_iou"][i]),
-                             "boundary_f1": nan_to_none(bf_per_class[i])}
-                      for i, name in enumerate(class_names)},
-        "confusion_matrix": m["confusion_matrix"], "num_images": m["num_images"], "split": split, **source,
-    }
-    if "boundary_f1_tolerance" in m:  # never under the plain BF key: it is not the paper's BF
-        result["boundary_f1_tolerance"] = nan_to_none(m["boundary_f1_tolerance"])
-        for i, name in enumerate(class_names):
-            result["per_class"][name]["boundary_f1_tolerance"] = nan_to_none(m["per_class_boundary_f1_tolerance"][i])
-    return result
-
-
-def print_table(result, class_names, split, rows):
-    """Per-class accuracy / IoU / BF, then G, C, mIoU, BF beside the published `rows` (percent)."""
-    tol = "boundary_f1_tolerance" in result
-    width = max(12, max(map(len, class_names)))
-    print(f"\n{'class':<{width}}  accuracy    IoU      BF" + ("   BF-tol" if tol else ""))
-    for name in class_names:
-        r = result["per_class"][name]
-        print(f"{name:<{width}}  {pct(r['accuracy'])}  {pct(r['iou'])}  {pct(r['boundary_f1'])}"
-              + (f"  {pct(r['boundary_f1_tolerance'])}" if tol else ""))
-    print(f"\n{'':<{width}}      G       C     mIoU     BF" + ("   BF-tol" if tol else ""))
-    print(f"{'ours (' + split + ')':<{width}}  {pct(result['global_accuracy'])}  "
-          f"{pct(result['class_average_accuracy'])}  {pct(result['mean_iou'])}  {pct(result['boundary_f1'])}"
-          + (f"  {pct(result['boundary_f1_tolerance'])}" if tol else ""))
-    if tol:
-        print("BF-tol: the many-to-one tolerance variant (boundary_f1_tolerance), not the paper's BF")
-    if rows:
-        print("published (CamVid test, 11 classes):")
-        for label, g, c, miou, bfv in rows:
-            print(f"  {g:6.2f}  {c:6.2f}  {miou:6.2f}  {'   -  ' if bfv is None else f'{bfv:6.2f}'}   {label}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from segnet import device_data, engine, runtime
+from segnet import device_data, engine, evaluation, runtime
 from segnet.build import DATASETS, NORMALIZE_CHOICES, build_dataset, build_model, resolve_normalize
 from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_optimizer, save_checkpoint
 from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS
@@ -34,6 +34,7 @@ from segnet.device_data import DATA_ON_DEVICE_CHOICES
 from segnet.errors import DataError, UserError, WorkerDied, read_errors, run_cli, user_errors
 from segnet.files import (FolderInUse, check_writable_folder, lock_folder, make_folders, replace_text, temp_files,
                           unlock_folder)
+from segnet.metrics import VALIDATION_METRICS
 from segnet.model import SPECS
 from segnet.report import write_curves
 from segnet.transforms import to_float, train_geometry
@@ -500,13 +501,13 @@ def validate(net, opt, data, config, rt, state, tb, log):
     elif rt.ddp:  # BN running statistics are per rank; every rank evaluates rank 0's, the saved ones
         for b in net.buffers():
             torch.distributed.broadcast(b, 0)
-    m = engine.evaluate(net, data.val_loader, config["num_classes"], rt.device, rt.dtype, rt.channels_last)
+    m = evaluation.evaluate(net, data.val_loader, config["num_classes"], rt.device, rt.dtype, rt.channels_last)
     score = m[config["best_metric"]]
     is_best = score > state.best
-    row = {"iter": state.iter, "train_loss": state.train_loss(), "global_accuracy": m["global_accuracy"],
-           "class_average_accuracy": m["class_average_accuracy"], "mean_iou": m["mean_iou"]}
-    log(f"iter {state.iter:6d} | {config['eval_split']} G {100 * m['global_accuracy']:.2f} "
-        f"C {100 * m['class_average_accuracy']:.2f} mIoU {100 * m['mean_iou']:.2f}{' (best)' if is_best else ''}")
+    row = {"iter": state.iter, "train_loss": state.train_loss(), **{k.key: m[k.key] for k in VALIDATION_METRICS}}
+    log(f"iter {state.iter:6d} | {config['eval_split']} " + " ".join(f"{k.label} {100 * m[k.key]:.2f}"
+                                                                    for k in VALIDATION_METRICS)
+        + (" (best)" if is_best else ""))
     if rt.master:
         append_metrics_row(config["out_dir"], row)
         write_curves(config["out_dir"])

@@ -19,7 +19,20 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+
+# The paper's four figures (Sec. 4), each once: its key in the metrics that ConfusionMatrix and
+# BoundaryF1 compute (per class under "per_class_" + per_class), its short label, and whether it
+# needs the boundary pass (BF: too slow for training's validation, so not in metrics.csv). Every
+# output (metrics.json, the printed table, results.md, metrics.csv, curves.png) iterates over it.
+Metric = collections.namedtuple("Metric", "key label per_class per_class_label boundary")
+METRICS = (
+    Metric("global_accuracy", "G", None, None, False),
+    Metric("class_average_accuracy", "C", "accuracy", "accuracy", False),
+    Metric("mean_iou", "mIoU", "iou", "IoU", False),
+    Metric("boundary_f1", "BF", "boundary_f1", "BF", True),
+)
+VALIDATION_METRICS = tuple(m for m in METRICS if not m.boundary)  # what training's validation reports
+PER_CLASS_METRICS = tuple(m for m in METRICS if m.per_class)
 
 
 def _distributed():
@@ -107,7 +120,6 @@ class ConfusionMatrix:
 # Sec. 4 of the paper; computed by SegNet-Tutorial Scripts/computeBFmeasure.m with the BSDS500
 # benchmark's seg2bdry(mask, 'imageSize') and correspondPixels(pred, gt, maxDist = 0.0075).
 BF_MAX_DIST = 0.0075  # computeBFmeasure.m maxDist: a fraction of the image diagonal
-BF_METHODS = ("paper", "tolerance")
 
 
 def bf_radius(height, width, max_dist=BF_MAX_DIST):
@@ -219,102 +231,31 @@ def _image_score(per_class):
     return float(per_class[counted].mean()) if counted.any() else 0.0
 
 
-# -- the tolerance variant (not the paper's BF) -------------------------------------------------
-def _boundaries(labels, num_classes):
-    """(C, H, W) bool: pixels of each class mask with a 4-neighbour outside it.
-
-    Replicate padding makes the image border count as inside, so a mask touching the edge has no
-    boundary there. Labels outside 0..C-1 (void) belong to no mask.
-    """
-    classes = torch.arange(num_classes, device=labels.device)
-    mask = (labels[None] == classes[:, None, None]).float()  # (C, H, W)
-    p = F.pad(mask[None], (1, 1, 1, 1), mode="replicate")[0]  # (C, H+2, W+2)
-    inner = torch.minimum(torch.minimum(p[:, :-2, 1:-1], p[:, 2:, 1:-1]),
-                          torch.minimum(p[:, 1:-1, :-2], p[:, 1:-1, 2:]))
-    return (mask > 0) & (inner == 0), mask.flatten(1).amax(1) > 0
-
-
-def _disk(radius_px, device):
-    """(2r+1, 2r+1) float kernel of the offsets (dy, dx) with dy^2 + dx^2 <= radius_px^2."""
-    r = int(math.floor(radius_px))
-    d = torch.arange(-r, r + 1, device=device, dtype=torch.float32)
-    return (d[:, None] ** 2 + d[None, :] ** 2 <= radius_px ** 2).float()
-
-
-def _tolerance_per_class(pred, target, num_classes, ignore_index, tol):
-    """(C,) float64 tensor, NaN for classes in neither map. No host sync.
-
-    A boundary pixel counts as matched when any boundary pixel of the other map lies within the
-    tolerance (many-to-one), boundaries are mask pixels with a 4-neighbour outside the mask, and a
-    class counts when its mask is present. Reads 1-2 points above the paper's BF (docs/evaluation.md).
-    """
-    h, w = target.shape
-    c = num_classes
-    # Void is in no class mask: map it to -1 (no mask), even if ignore_index lies inside 0..C-1.
-    target = torch.where(target == ignore_index, -1, target.long())
-    pred = torch.where(pred == ignore_index, -1, pred.long())
-    gt_b, gt_in = _boundaries(target, c)
-    pr_b, pr_in = _boundaries(pred, c)
-    disk = _disk(tol * math.hypot(h, w), target.device)  # Sec. 4: tolerance = 0.75% of diagonal
-    k = disk.shape[0] // 2
-    weight = disk.expand(c, 1, -1, -1)
-
-    def near(b):  # pixels within tolerance of a boundary pixel: dilation by the disk
-        return F.conv2d(b.float()[None], weight, padding=k, groups=c)[0] > 0.5
-
-    n_pr, n_gt = pr_b.flatten(1).sum(1).double(), gt_b.flatten(1).sum(1).double()
-    precision = (pr_b & near(gt_b)).flatten(1).sum(1) / n_pr
-    recall = (gt_b & near(pr_b)).flatten(1).sum(1) / n_gt
-    f1 = torch.nan_to_num(2 * precision * recall / (precision + recall), nan=0.0)  # P+R=0 -> 0
-    # An empty boundary with a non-empty mask means the mask is the whole image (void is outside
-    # every mask). Both empty: 1 if the class is in both maps (both are all that class), else 0.
-    both_empty = (n_pr == 0) & (n_gt == 0)
-    f1 = torch.where(both_empty, (pr_in & gt_in).double(), f1)
-    f1 = torch.where((n_pr == 0) ^ (n_gt == 0), 0.0, f1)
-    return torch.where(pr_in | gt_in, f1, float("nan"))
-
-
-def boundary_f1_image(pred, target, num_classes, ignore_index=255, tol=BF_MAX_DIST, method="paper"):
-    """BF of one (H, W) label map pair: (image score, per-class F1 as a (C,) float64 tensor, NaN
-    for the classes that do not count).
-
-    method="paper": the image score is 0 when no class counts. "tolerance": NaN then.
-    """
+def boundary_f1_image(pred, target, num_classes, ignore_index=255, tol=BF_MAX_DIST):
+    """BF of one (H, W) label map pair: (image score, 0 when no class counts; per-class F1 as a
+    (C,) float64 tensor, NaN for the classes that do not count)."""
     pred, target = torch.as_tensor(pred), torch.as_tensor(target)
     if pred.shape != target.shape or target.dim() != 2:
         raise ValueError(f"expected pred and target of the same (H, W) shape, got "
                          f"{tuple(pred.shape)} and {tuple(target.shape)}")
-    if method == "tolerance":
-        per_class = _tolerance_per_class(pred, target, num_classes, ignore_index, tol)
-        return per_class.nanmean().item(), per_class
-    if method != "paper":
-        raise ValueError(f"method={method!r}: expected one of {BF_METHODS}")
     per_class = _paper_per_class(pred.cpu().numpy(), target.cpu().numpy(), num_classes, ignore_index, tol)
     return _image_score(per_class), torch.from_numpy(per_class)
 
 
 class BoundaryF1:
-    """Streaming BF over a split.
-
-    method="paper" (default), the paper's BF as computeBFmeasure.m computes it: per image, the
+    """Streaming BF over a split, the paper's BF as computeBFmeasure.m computes it: per image, the
     mean F1 over the classes with a boundary pixel in the ground truth or the prediction (0 when
     none has one); BF = mean over ALL images; per-class BF = mean over the images where the class
     counts. `update` only queues a copy of the label maps: the matching runs in `workers` CPU
     threads while the caller goes on (the accelerator runs the next batch); `compute` waits for it.
     workers=0 scores inside `update`.
-
-    method="tolerance": the faster many-to-one variant on the inputs' device (see
-    `_tolerance_per_class`); images with no class are left out. Its keys say so:
-    `boundary_f1_tolerance`, `per_class_boundary_f1_tolerance`, never plain `boundary_f1`.
     """
 
-    def __init__(self, num_classes, ignore_index=255, tol=BF_MAX_DIST, device=None, method="paper", workers=2):
-        if method not in BF_METHODS:
-            raise ValueError(f"method={method!r}: expected one of {BF_METHODS}")
+    def __init__(self, num_classes, ignore_index=255, tol=BF_MAX_DIST, device=None, workers=2):
         if num_classes >= 2 ** 15:
             raise ValueError(f"num_classes={num_classes}: at most {2 ** 15 - 1}")
         self.num_classes, self.ignore_index, self.tol = num_classes, ignore_index, tol
-        self.device, self.method, self.workers = device, method, workers
+        self.device, self.workers = device, workers
         self._pool, self._pending = None, collections.deque()
         self.reset()
 
@@ -336,11 +277,6 @@ class BoundaryF1:
             self.image_sum, self.image_count, self.class_sum, self.class_count = (
                 t.to(target.device) for t in self._tensors())
         pred, target = pred.reshape(-1, *pred.shape[-2:]), target.reshape(-1, *target.shape[-2:])
-        if self.method == "tolerance":
-            for p, t in zip(pred, target):
-                self._add(_tolerance_per_class(p, t, self.num_classes, self.ignore_index, self.tol),
-                          count_empty=False)
-            return
         # Void (and anything outside 0..C-1) -> -1, as int16 to make the copy small.
         pred, target = (torch.where((x >= 0) & (x < self.num_classes) & (x != self.ignore_index), x, -1)
                         .to(torch.int16) for x in (pred, target))
@@ -368,14 +304,12 @@ class BoundaryF1:
 
     def _add_rows(self, rows):
         for per_class in rows:
-            self._add(torch.from_numpy(per_class).to(self.image_sum.device), count_empty=True)
-
-    def _add(self, per_class, count_empty):
-        seen = ~per_class.isnan()
-        self.class_sum += torch.where(seen, per_class, 0.0)
-        self.class_count += seen
-        self.image_sum += torch.nan_to_num(per_class.nanmean(), nan=0.0)  # no class: 0
-        self.image_count += 1 if count_empty else seen.any()
+            per_class = torch.from_numpy(per_class).to(self.image_sum.device)
+            seen = ~per_class.isnan()
+            self.class_sum += torch.where(seen, per_class, 0.0)
+            self.class_count += seen
+            self.image_sum += torch.nan_to_num(per_class.nanmean(), nan=0.0)  # no class: 0
+            self.image_count += 1
 
     def _drain(self, keep=True):
         """Wait for the queued images; add their scores unless `keep` is false."""
@@ -393,10 +327,9 @@ class BoundaryF1:
     def compute(self):
         self._drain()
         image_sum, image_count, class_sum, class_count = (t.cpu() for t in self._tensors())
-        suffix = "_tolerance" if self.method == "tolerance" else ""
         return {
-            "boundary_f1" + suffix: (image_sum / image_count).item(),  # 0/0 = NaN before any image
-            "per_class_boundary_f1" + suffix: (class_sum / class_count).tolist(),
+            "boundary_f1": (image_sum / image_count).item(),  # 0/0 = NaN before any image
+            "per_class_boundary_f1": (class_sum / class_count).tolist(),
             "num_images": int(image_count.item()),
         }
 

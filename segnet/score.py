@@ -14,7 +14,7 @@ import torch
 
 from .data import DEFAULT_DATASET, entry
 from .data.base import read_png
-from .engine import Batch, score
+from .evaluation import Batch, tally
 
 
 def prediction_name(dataset, i):
@@ -88,21 +88,21 @@ def _stack(batch):
 
 
 def prediction_batches(pairs, batch_size=4, num_workers=0):
-    """engine.Batch-es of a PredictionPairs data set, for engine.score (the one evaluation loop)."""
+    """evaluation.Batch-es of a PredictionPairs data set, for evaluation.tally (the one evaluation loop)."""
     loader = torch.utils.data.DataLoader(pairs, batch_size, num_workers=num_workers, collate_fn=_stack)
     for pred, gt in loader:
         yield Batch(None, gt, list(pred), None)
 
 
-def score_pairs(pairs, boundary=True, tolerance=False, num_workers=0, batch_size=4, on_batch=None):
-    """Score PredictionPairs with engine.score (metrics as engine.score returns them). BF is the
-    paper's (metrics.BoundaryF1); `tolerance` adds the tolerance variant."""
+def tally_pairs(pairs, boundary=True, num_workers=0, batch_size=4, on_batch=None):
+    """The metrics of PredictionPairs, as evaluation.tally returns them; BF is the paper's
+    (metrics.BoundaryF1)."""
     with _torch_threads(1):
-        return score(prediction_batches(pairs, batch_size, num_workers), pairs.num_classes, torch.device("cpu"),
-                     boundary=boundary, on_batch=on_batch, bf_tolerance=tolerance)
+        return tally(prediction_batches(pairs, batch_size, num_workers), pairs.num_classes, torch.device("cpu"),
+                     boundary=boundary, on_batch=on_batch)
 
 
 def score_predictions(predictions, data_root, split="test", num_classes=11, dataset=DEFAULT_DATASET, **kw):
-    """Score a prediction folder: (metrics, class names); `kw` as score_pairs."""
+    """Score a prediction folder: (metrics, class names); `kw` as tally_pairs."""
     pairs = PredictionPairs(predictions, data_root, split, num_classes, dataset)
-    return score_pairs(pairs, **kw), pairs.class_names
+    return tally_pairs(pairs, **kw), pairs.class_names

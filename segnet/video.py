@@ -17,7 +17,13 @@ import time
 
 import numpy as np
 import torch
+from torchvision import tv_tensors
+from tqdm import tqdm
 
+from .evaluation import predict
+from .runtime import to_device
+from .transforms import eval_transforms
+from .visualize import colorize
 
 INSTALL = "video input/output needs PyAV: pip install av"
 
@@ -130,12 +136,10 @@ def compose(frame, colours, side_by_side=False, alpha=0.5):
 
 def segment_frame(model, frame, transform, device, dtype, channels_last=False):
     """(H, W) int64 class indices of one RGB frame, at the frame's size."""
-    from torchvision import tv_tensors
-    from . import engine, runtime
     image = torch.from_numpy(frame).permute(2, 0, 1)                       # (3, H, W) uint8
     x, _ = transform(tv_tensors.Image(image), None)                        # model size, normalised
-    x = runtime.to_device(x.as_subclass(torch.Tensor)[None], device, channels_last)
-    probs, _ = engine.predict(model, x, device, dtype, frame.shape[:2])    # (1, C, H, W)
+    x = to_device(x.as_subclass(torch.Tensor)[None], device, channels_last)
+    probs, _ = predict(model, x, device, dtype, frame.shape[:2])           # (1, C, H, W)
     return probs[0].argmax(0).cpu()
 
 
@@ -146,9 +150,6 @@ def segment_video(model, source, out, height, width, normalize, palette, device,
 
     Returns {"frames", "seconds", "fps", "out"}; a webcam runs until Ctrl-C (or `max_frames`).
     """
-    from tqdm import tqdm
-    from .transforms import eval_transforms
-    from .visualize import colorize
     transform = eval_transforms(height, width, normalize)
     container, stream = open_video(source)
     fps = float(stream.average_rate) if stream.average_rate else 30.0

@@ -13,6 +13,7 @@ import Train_SegNet
 from helpers import make_tutorial_camvid
 from segnet.checkpoint import save_checkpoint
 from segnet.errors import UserError
+from segnet.evaluation import Batch, tally
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = {"global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1", "per_class",
@@ -136,9 +137,8 @@ def test_bad_inputs_one_line(trained, tmp_path):
         Evaluate_SegNet.main([str(tmp_path / "missing.pt")])
 
 
-def test_score_takes_predictions_from_any_source(trained, tmp_path):
+def test_tally_takes_predictions_from_any_source(trained, tmp_path):
     """The one evaluation loop scores predictions read from files exactly as it scores the model's."""
-    from segnet.engine import Batch, score
     root, ckpts = trained
     out = tmp_path / "e"
     assert Evaluate_SegNet.main([str(ckpts[False]), f"--out_dir={out}", "--num_workers=0", "--boundary=false"]) == 0
@@ -149,11 +149,11 @@ def test_score_takes_predictions_from_any_source(trained, tmp_path):
         gt[gt == 11] = 255
         pred = torch.from_numpy(np.asarray(Image.open(out / "predictions" / f.name)).astype(np.int64))
         batches.append(Batch(None, gt[None], [pred], None))
-    m = score(iter(batches), 11, torch.device("cpu"), on_batch=lambda b, first: seen.append(first))
+    m = tally(iter(batches), 11, torch.device("cpu"), on_batch=lambda b, first: seen.append(first))
     assert seen == [0, 1, 2, 3] and m["num_images"] == 4
     assert m["confusion_matrix"] == from_model["confusion_matrix"]
     assert m["mean_iou"] == pytest.approx(from_model["mean_iou"], abs=1e-12)
-    perfect = score([Batch(None, b.masks, [b.masks[0] % 255], None) for b in batches], 11,  # void (top row) -> sky
+    perfect = tally([Batch(None, b.masks, [b.masks[0] % 255], None) for b in batches], 11,  # void (top row) -> sky
                     torch.device("cpu"), boundary=True)
     assert perfect["global_accuracy"] == perfect["mean_iou"] == 1.0
     assert 0.9 < perfect["boundary_f1"] <= 1.0  # BF only differs where void borders a class

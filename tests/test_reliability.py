@@ -18,7 +18,7 @@ import torch
 import Evaluate_SegNet
 import Train_SegNet
 from helpers import make_tutorial_camvid
-from segnet import engine, export, files, weights
+from segnet import engine, evaluation, export, files, weights
 from segnet.checkpoint import load_checkpoint, save_checkpoint
 from segnet.errors import UserError, run_cli
 from segnet.model import SegNet, load_vgg16_encoder
@@ -214,27 +214,27 @@ def interrupt_in_write(monkeypatch, name, nth=1, exc=KeyboardInterrupt):
     monkeypatch.setattr(files, "_write", write)
 
 
-def before_nth_call(monkeypatch, name, nth, act):
-    """engine.`name` wrapped: its `nth` call runs `act()` first."""
-    real, calls = getattr(engine, name), {"n": 0}
+def before_nth_call(monkeypatch, module, name, nth, act):
+    """module.`name` wrapped: its `nth` call runs `act()` first."""
+    real, calls = getattr(module, name), {"n": 0}
 
     def wrapped(*a, **k):
         calls["n"] += 1
         if calls["n"] == nth:
             act()
         return real(*a, **k)
-    monkeypatch.setattr(engine, name, wrapped)
+    monkeypatch.setattr(module, name, wrapped)
 
 
 def interrupt_in_evaluate(monkeypatch, nth):
     def interrupt():
         raise KeyboardInterrupt
-    before_nth_call(monkeypatch, "evaluate", nth, interrupt)
+    before_nth_call(monkeypatch, evaluation, "evaluate", nth, interrupt)
 
 
 def interrupt_at_step_end(monkeypatch, step):
     """SIGTERM while step `step` runs: acted on as the step ends, before its validation."""
-    before_nth_call(monkeypatch, "train_step", step, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    before_nth_call(monkeypatch, engine, "train_step", step, lambda: os.kill(os.getpid(), signal.SIGTERM))
 
 
 @pytest.mark.parametrize("where", ["in validation", "in the best.pt save", "in the last.pt save",
@@ -324,11 +324,11 @@ SIGTERM_IN_FINAL = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 import Train_SegNet
-from segnet import engine
+from segnet import evaluation
 def evaluate(*a, **k):
     os.kill(os.getpid(), signal.SIGTERM)
     raise AssertionError("SIGTERM did not stop the evaluation")
-engine.evaluate = evaluate
+evaluation.evaluate = evaluate
 sys.exit(Train_SegNet.main(sys.argv[1:]))
 """
 

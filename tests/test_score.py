@@ -45,25 +45,23 @@ def test_score_mode_equals_metrics_of_the_files(camvid, tmp_path):
     root, preds = camvid
     out = tmp_path / "scores"
     assert Evaluate_SegNet.main([f"--predictions={preds}", f"--data_root={root}", f"--out_dir={out}",
-                                 "--num_workers=0", "--bf_tolerance=true"]) == 0
+                                 "--num_workers=0"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert KEYS <= set(m) and m["checkpoint"] is None and m["num_images"] == 3 and m["split"] == "test"
     assert (out / "confusion_matrix.png").exists()
-    cm, scores, tol = ConfusionMatrix(11), [], []
+    cm, scores = ConfusionMatrix(11), []
     for f in sorted((root / "testannot").glob("*.png")):
         gt = torch.from_numpy(np.asarray(Image.open(f)).astype(np.int64))
         gt[gt == 11] = 255
         pred = torch.from_numpy(np.asarray(Image.open(preds / f.name)).astype(np.int64))
         cm.update(pred, gt)
         scores.append(boundary_f1_image(pred, gt, 11)[0])
-        tol.append(boundary_f1_image(pred, gt, 11, method="tolerance")[0])
     ref = cm.compute()
     assert m["confusion_matrix"] == ref["confusion_matrix"]
     for k in ("global_accuracy", "class_average_accuracy", "mean_iou"):
         assert m[k] == pytest.approx(ref[k])
     assert m["boundary_f1"] == pytest.approx(sum(scores) / 3) and 0 < m["boundary_f1"] < 1
-    assert m["boundary_f1_tolerance"] == pytest.approx(sum(tol) / 3)  # named as what it is
-    assert set(m["per_class"]["Car"]) == {"accuracy", "iou", "boundary_f1", "boundary_f1_tolerance"}
+    assert set(m["per_class"]["Car"]) == {"accuracy", "iou", "boundary_f1"}
 
 
 def test_time_scoring(camvid):

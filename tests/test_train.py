@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import Train_SegNet
 from helpers import make_tutorial_camvid
-from segnet import engine
+from segnet import engine, evaluation
 from segnet.config import PRESETS, parse_overrides
 from segnet.data import sampling
 from segnet.errors import UserError
@@ -263,15 +263,15 @@ def test_a_stop_request_mid_step_saves_after_the_step(camvid, tmp_path, monkeypa
 
 
 def test_ctrl_c_in_the_final_evaluation_keeps_the_last_iteration(camvid, tmp_path, monkeypatch):
-    real = engine.evaluate
+    real = evaluation.evaluate
 
     def evaluate(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(engine, "evaluate", evaluate)
+    monkeypatch.setattr(evaluation, "evaluate", evaluate)
     run = tmp_path / "run"
     assert Train_SegNet.main(tiny_args(camvid, run, "--max_iters=3")) == 130
     assert torch.load(run / "last.pt", weights_only=True)["iter"] == 3  # not the iterations since the start
-    monkeypatch.setattr(engine, "evaluate", real)
+    monkeypatch.setattr(evaluation, "evaluate", real)
     assert Train_SegNet.main([f"--resume={run / 'last.pt'}", "--num_workers=0"]) == 0  # evaluates only
     ck = torch.load(run / "last.pt", weights_only=True)
     assert ck["iter"] == 3 and "mean_iou" in ck["metrics"] and (run / "best.pt").exists()
@@ -345,12 +345,12 @@ import os, sys
 import torch
 sys.path.insert(0, {repo!r})
 import Train_SegNet
-from segnet import engine
-models, evaluate = [], engine.evaluate
+from segnet import evaluation
+models, evaluate = [], evaluation.evaluate
 def remember(model, *args, **kwargs):
     models.append(model)
     return evaluate(model, *args, **kwargs)
-engine.evaluate = remember
+evaluation.evaluate = remember
 rc = Train_SegNet.main(sys.argv[1:])
 torch.save({{k: v.detach().cpu() for k, v in models[-1].state_dict().items()}},
            os.path.join({out!r}, "rank" + os.environ["RANK"] + ".pt"))

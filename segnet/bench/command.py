@@ -13,7 +13,7 @@ The ratios over the yardstick and over the straightforward loop are reported as 
 
 Rows: the yardstick (a SegNet written the way public implementations write it: fp32, NCHW, plain
 Conv2d/BatchNorm2d/ReLU modules, nn.CrossEntropyLoss, no autocast; same layers, so the same FLOPs),
-then this repo's step (`engine.train_step` / `engine.predict`) per dtype and memory format. Each row
+then this repo's step (`engine.train_step` / `evaluation.predict`) per dtype and memory format. Each row
 is measured in a fresh process, so peak memory (CPU: peak RSS; CUDA: max allocated) is its own.
 FLOP utilisation = FLOPs per image (torch.utils.flop_counter) x images/s / the dense matmul peak
 measured in the same run on the same device and dtype. Also: the CamVid loader's images/s next to

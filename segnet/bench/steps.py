@@ -1,6 +1,6 @@
 """What `python -m segnet.bench` times in a child process of its own (rows.run_child), so that a row's
 peak memory is its own: one row's phase, this repo's training step or inference (engine.train_step /
-engine.predict, set up by runtime.setup as Train_SegNet.py is) or the reference's (reference.PlainSegNet
+evaluation.predict, set up by runtime.setup as Train_SegNet.py is) or the reference's (reference.PlainSegNet
 with PyTorch's defaults), or the dense matmul peak. This module imports only what a row runs.
 
     python -m segnet.bench.steps JOB_JSON     # internal: one job, its result written to job["out"]
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .. import engine, runtime
+from .. import engine, evaluation, runtime
 from ..class_weights import compute_class_weights
 from ..model import SegNet
 from .reference import NUM_CLASSES, PlainSegNet
@@ -106,8 +106,8 @@ def time_step(job):
                     return model(images).softmax(1)
         else:
             def step():
-                with torch.inference_mode():  # as engine.evaluate runs it
-                    return engine.predict(step_model, images, device, dtype)[0]
+                with torch.inference_mode():  # as evaluation.evaluate runs it
+                    return evaluation.predict(step_model, images, device, dtype)[0]
 
     sync(device)
     if device.type == "cuda":

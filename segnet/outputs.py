@@ -1,0 +1,138 @@
+"""Every output of an evaluation, from one place: `metrics.json`, `confusion_matrix.png` and the
+printed table (write_metrics), `results.md` (write_results_md), and the pictures written while the
+predictions stream by (PictureWriter: predictions/, colour/, collages/, uncertainty/). The columns
+are the paper's metrics as segnet/metrics.py's METRICS lists them; segnet/visualize.py draws.
+"""
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from PIL import Image
+
+from .files import make_folders, replace_file, replace_text, serialized
+from .metrics import METRICS, PER_CLASS_METRICS
+from .transforms import input_to_unit
+from .visualize import collage, colorize, confusion_matrix_image, heatmap
+
+
+def nan_to_none(x):
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def pct(x):
+    """A table cell: 6 wide, in percent; `   -  ` for a figure that is absent (None or NaN)."""
+    return "   -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:6.2f}"
+
+
+def _md_pct(x):
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def metrics_json(m, class_names, split, source):
+    """metrics.json: G, C, mIoU, BF (null when not computed), per class, the confusion matrix and
+    where they come from (`source`: checkpoint, iter, mc_samples; or predictions in score mode)."""
+    absent = [float("nan")] * len(class_names)
+    result = {k.key: nan_to_none(m.get(k.key, float("nan"))) for k in METRICS}
+    result["per_class"] = {name: {k.per_class: nan_to_none(m.get("per_class_" + k.per_class, absent)[i])
+                                  for k in PER_CLASS_METRICS}
+                           for i, name in enumerate(class_names)}
+    return {**result, "confusion_matrix": m["confusion_matrix"], "num_images": m["num_images"], "split": split,
+            **source}
+
+
+def print_table(result, class_names, split, rows):
+    """Per-class figures, then G, C, mIoU, BF beside the published `rows` (label, then one figure
+    per metric, None where the source gives none), in percent."""
+    width = max(12, max(map(len, class_names)))
+    print(f"\n{'class':<{width}}" + "".join(f"  {k.per_class_label:>6}" for k in PER_CLASS_METRICS))
+    for name in class_names:
+        r = result["per_class"][name]
+        print(f"{name:<{width}}" + "".join(f"  {pct(r[k.per_class])}" for k in PER_CLASS_METRICS))
+    print(f"\n{'':<{width}}" + "".join(f"  {k.label:>6}" for k in METRICS))
+    print(f"{'ours (' + split + ')':<{width}}" + "".join(f"  {pct(result[k.key])}" for k in METRICS))
+    if rows:
+        print(f"published (test split, {len(class_names)} classes):")
+        for label, *figures in rows:
+            print("".join(f"  {'   -  ' if v is None else f'{v:6.2f}'}" for v in figures) + f"   {label}")
+
+
+def write_metrics(m, class_names, split, out_dir, source, rows):
+    """metrics.json, confusion_matrix.png and the printed table (a checkpoint's or score mode's);
+    returns metrics.json's content."""
+    result = metrics_json(m, class_names, split, source)
+    replace_text(out_dir / "metrics.json", json.dumps(result, indent=2))
+    replace_file(out_dir / "confusion_matrix.png",
+                 serialized(confusion_matrix_image(m["confusion_matrix"], class_names).save, format="PNG"))
+    print_table(result, class_names, split, rows)
+    print(f"metrics: {out_dir / 'metrics.json'}")
+    return result
+
+
+def write_results_md(path, result, config, rows, command, hardware, seconds):
+    """`results.md`: our row (what was run, on what, how long) beside the published `rows`, then
+    the per-class figures."""
+    size = f"{config['height']}x{config['width']} input"
+    ours = (f"**ours**: {config['model']}, {size}, iteration {result.get('iter')} "
+            f"({result['num_images']} {result['split']} images)")
+    rule = "|---" * (len(METRICS) + 1) + "|"
+    lines = [f"# Results: {config['model']} on {config['dataset']} {result['split']}", "",
+             "| | " + " | ".join(k.label for k in METRICS) + " |", rule,
+             f"| {ours} | " + " | ".join(_md_pct(result[k.key]) for k in METRICS) + " |"]
+    for label, *figures in rows:
+        lines.append(f"| {label} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in figures) + " |")
+    lines += ["", "| class | " + " | ".join(k.per_class_label for k in PER_CLASS_METRICS) + " |",
+              "|---" * (len(PER_CLASS_METRICS) + 1) + "|"]
+    for name, r in result["per_class"].items():
+        lines.append(f"| {name} | " + " | ".join(_md_pct(r[k.per_class]) for k in PER_CLASS_METRICS) + " |")
+    lines += ["", f"Evaluated with `{command}` on {hardware} in {seconds:.0f} s.",
+              f"Checkpoint: `{result['checkpoint']}`. Training config: "
+              + ", ".join(f"{k}={config[k]}" for k in ("model", "height", "width", "batch_size", "max_iters",
+                                                      "lr", "optimizer", "class_weights", "normalize")
+                          if k in config) + "."]
+    return replace_text(path, "\n".join(lines) + "\n")
+
+
+def picture_folders(out_dir, uncertainty):
+    """The picture folders; returns those created, to be removed again if they stay empty."""
+    subs = ("predictions", "colour", "collages") + (("uncertainty",) if uncertainty else ())
+    return make_folders([out_dir / sub for sub in subs])
+
+
+def save_png(path, array):
+    """A new file (replacing any, and never writing through a symlink found at `path`)."""
+    replace_file(path, serialized(Image.fromarray(array).save, format="PNG"))
+
+
+class PictureWriter:
+    """The per-batch callback of the evaluation: predictions/ (class indices), colour/, collages/
+    (input | ground truth | prediction, the first `collages` images) and uncertainty/ heat maps,
+    PNG-encoded on two threads so that writing overlaps the next batch."""
+
+    def __init__(self, out_dir, dataset, normalize, palette, collages):
+        self.out_dir, self.dataset, self.collages = out_dir, dataset, collages
+        self.palette = palette
+        self.mean, self.std = map(torch.tensor, input_to_unit(normalize))
+        self.pool, self.pending = ThreadPoolExecutor(2), []
+
+    def _save(self, sub, name, array):
+        self.pending.append(self.pool.submit(save_png, self.out_dir / sub / name, array))
+
+    def __call__(self, batch, first):
+        for b, pred in enumerate(batch.preds):
+            name, pred_np = self.dataset.name(first + b), pred.to(torch.uint8).cpu().numpy()
+            self._save("predictions", name, pred_np)
+            self._save("colour", name, colorize(pred_np, self.palette))
+            if batch.uncertainty is not None:
+                self._save("uncertainty", name, heatmap(batch.uncertainty[b].float().cpu().numpy()))
+            if batch.masks is not None and batch.images is not None and first + b < self.collages:
+                img = batch.images[b].float() * self.std[:, None, None] + self.mean[:, None, None]
+                img = torch.nn.functional.interpolate(img[None], size=pred_np.shape, mode="bilinear")[0]
+                img = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+                self._save("collages", name, collage(img, batch.masks[b].cpu().numpy(), pred_np, self.palette))
+
+    def close(self):
+        """Wait for every picture; raises the first failed write (an OSError)."""
+        self.pool.shutdown(wait=True)
+        for p in self.pending:
+            p.result()
