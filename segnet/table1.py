@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from .config import help_text, parse_overrides, wants_help
+from .config import PRESETS, help_text, parse_overrides, wants_help
 from .errors import UserError, run_cli, user_errors
 from .files import make_folders, replace_text
 from .model import SegNet, num_parameters
@@ -133,13 +133,26 @@ def inference_ms(model, device, height, width, runs=50, warmup=3):
     return 1000 * (time.perf_counter() - start) / runs
 
 
-def structure(name, device, height, width, runs):
-    """{params (M), storage, ms}: the columns of Table 1 that need no training."""
+def structure(name):
+    """{params (M), storage}: the columns of Table 1 that need neither training nor timing."""
     torch.manual_seed(0)
     model = SegNet(11, spec=name)  # CamVid's 11 classes (K in FCN-Basic's reduction)
-    probe = torch.rand(1, 3, 32, 48) * 255
-    return {"params": num_parameters(model) / 1e6, "storage": storage_multiplier(model, probe),
-            "ms": inference_ms(model, device, height, width, runs)}
+    return {"params": num_parameters(model) / 1e6, "storage": storage_multiplier(model, torch.rand(1, 3, 32, 48) * 255)}
+
+
+def measure_times(models, device, opts):
+    """{model: {ms, where}} for `models`, merged into <out_dir>/timings.json when there is a table to keep."""
+    path = pathlib.Path(opts["out_dir"]) / "timings.json"
+    times = json.loads(path.read_text()) if not opts["structure"] and path.exists() else {}
+    where = f"{device_name(device)}, {opts['height']}x{opts['width']}, {time.strftime('%Y-%m-%d')}"
+    for m in models:
+        torch.manual_seed(0)
+        ms = inference_ms(SegNet(11, spec=m), device, opts["height"], opts["width"], opts["timing_runs"])
+        times[m] = {"ms": ms, "where": where}
+        print(f"{m}: {ms:.1f} ms per {opts['height']}x{opts['width']} forward on {where}", flush=True)
+    if not opts["structure"]:
+        replace_text(path, json.dumps(times, indent=1) + "\n")
+    return times
 
 
 # -- the 16 runs ------------------------------------------------------------------------------------
@@ -160,7 +173,8 @@ def train_args(model, balancing, opts):
     args = ["--config=segnet_basic_paper", f"--model={model}", f"--class_weights={balancing}",
             f"--device={opts['device']}", f"--height={opts['height']}", f"--width={opts['width']}"]
     args += [f"--data_root={opts['data_root']}"] if opts["data_root"] else []
-    args += [f"--max_iters={opts['max_iters']}"] if opts["max_iters"] else []
+    # always given: a resumed run would otherwise keep the max_iters of the part it was started with
+    args += [f"--max_iters={opts['max_iters'] or PRESETS['segnet_basic_paper']['max_iters']}"]
     return args + shlex.split(opts["train_args"])
 
 
@@ -190,51 +204,56 @@ def evaluate(run, split, opts):
         args += [f"--data_root={opts['data_root']}"] if opts["data_root"] else []
         args += ["--boundary=false"] if split == "train" else []  # Table 1 has no train BF
         _script("Evaluate_SegNet.py", *args, *shlex.split(opts["eval_args"]))
-    with open(out / "metrics.json") as f:
-        m = json.load(f)
+
+
+def read_result(run):
+    """(test G C mIoU BF, train G C mIoU, run name) from a run's two evaluations, or None before them."""
+    paths = [run / f"eval-{split}" / "metrics.json" for split in ("test", "train")]
+    if not all(p.exists() for p in paths):
+        return None
+    test, train = (json.loads(p.read_text()) for p in paths)
     keys = ("global_accuracy", "class_average_accuracy", "mean_iou", "boundary_f1")
-    return [None if m.get(k) is None else 100 * m[k] for k in keys[: 4 if split == "test" else 3]]
+    pct = lambda m, ks: [None if m.get(k) is None else 100 * m[k] for k in ks]  # noqa: E731
+    return pct(test, keys), pct(train, keys[:3]), run.name
 
 
 # -- table1.md --------------------------------------------------------------------------------------
 def _cell(x, digits=1):
     if x is None:
         return "-"
-    return x if isinstance(x, str) else f"{x:.{digits}f}"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
-def table(models, balancings, shape, results):
-    """Markdown: per balancing, the paper's row and ours for each variant, every cell side by side.
-    `shape[m]`: structure(); `results[(m, b)]`: (test G C mIoU BF, train G C mIoU, run folder)."""
+def table(shape, times, results):
+    """Markdown: per balancing, the paper's row and ours for every variant, cell beside cell.
+    `shape[m]`: structure(); `times[m]`: {ms, where}; `results[(m, b)]`: read_result()."""
     lines = []
-    for b in balancings:
+    for b in BALANCINGS:
         lines += [f"### {BALANCINGS[b]} balancing (`--class_weights={b}`)", "",
                   "| variant | row | params (M) | storage | infer (ms) | test G | C | mIoU | BF "
                   "| train G | C | mIoU | run |", "|---" * 13 + "|"]
-        for m in models:
+        for m in MODELS:
             name, params, storage, ms, published = PAPER[m]
-            test, tr = published[b]
-            lines.append(f"| {name} | paper | {params} | {storage} | {ms} | "
-                         + " | ".join(_cell(v, 2 if i == 3 else 1) for i, v in enumerate(test)) + " | "
-                         + " | ".join(_cell(v) for v in tr) + " | TPAMI 2017 Table 1 |")
-            s = shape[m]
-            ours_test, ours_train, run = results.get((m, b), ([None] * 4, [None] * 3, "not run"))
-            lines.append(f"| `{m}` | ours | {s['params']:.3f} | {s['storage']} | {s['ms']:.1f} | "
-                         + " | ".join(_cell(v, 2 if i == 3 else 1) for i, v in enumerate(ours_test)) + " | "
-                         + " | ".join(_cell(v) for v in ours_train) + f" | {run} |")
+            ours = results.get((m, b)) or ([None] * 4, [None] * 3, "not run yet")
+            for row, cells, last in (("paper", (str(params), storage, ms, *published[b][0], *published[b][1]),
+                                      "TPAMI 2017 Table 1"),
+                                     ("ours", (f"{shape[m]['params']:.3f}", shape[m]["storage"],
+                                               times.get(m, {}).get("ms"), *ours[0], *ours[1]), ours[2])):
+                text = [_cell(v, 2 if i == 6 else 1) for i, v in enumerate(cells)]
+                lines.append(f"| {name if row == 'paper' else f'`{m}`'} | {row} | " + " | ".join(text) + f" | {last} |")
         lines.append("")
-    return "\n".join(lines)
+    wheres = sorted({t["where"] for t in times.values()})
+    return "\n".join(lines + [f"Our inference times: {', '.join(wheres) or 'not measured'} (the paper's: a 2015 GPU)."])
 
 
-def structure_table(models, shape, device):
-    lines = [f"| variant | params (M) paper / ours | storage paper / ours | infer (ms) paper (2015 GPU) / ours ({device}) |",
+def structure_table(models, shape, times):
+    lines = ["| variant | params (M) paper / ours | storage paper / ours | infer (ms) paper / ours |",
              "|---|---|---|---|"]
     for m in models:
         name, params, storage, ms, _ = PAPER[m]
-        s = shape[m]
-        lines.append(f"| {name} (`{m}`) | {params} / {s['params']:.3f} | {storage} / {s['storage']} "
-                     f"| {ms} / {s['ms']:.1f} |")
-    return "\n".join(lines)
+        lines.append(f"| {name} (`{m}`) | {params} / {shape[m]['params']:.3f} | {storage} / {shape[m]['storage']} "
+                     f"| {ms} / {times[m]['ms']:.1f} |")
+    return "\n".join(lines + ["", f"ours: {times[models[0]]['where']}; the paper's: a 2015 GPU (Table 1)"])
 
 
 def device_name(device):
@@ -259,35 +278,34 @@ def main(argv=None):
     opts = parse_overrides(DEFAULTS, argv, presets={}, minimums=MINIMUMS)
     models = parse_list(opts["models"], MODELS, "models")
     balancings = parse_list(opts["balancing"], tuple(BALANCINGS), "balancing")
+    out = pathlib.Path(opts["out_dir"])
     with user_errors():
         device = resolve_device(opts["device"])
-    where = f"{device_name(device)}, {time.strftime('%Y-%m-%d')}"
-    shape = {}
-    for m in models:
-        shape[m] = structure(m, device, opts["height"], opts["width"], opts["timing_runs"])
-        print(f"{m}: {shape[m]['params']:.3f}M params, storage {shape[m]['storage']}, "
-              f"{shape[m]['ms']:.1f} ms per {opts['height']}x{opts['width']} forward", flush=True)
-    if opts["structure"]:
-        print(f"\n{structure_table(models, shape, where)}")
-        return 0
-    results = {}
-    with user_errors():
-        make_folders([opts["out_dir"]])
+        shape = {m: structure(m) for m in MODELS}
+        if not opts["structure"]:
+            make_folders([out])
+        times = measure_times(models, device, opts)
+        if opts["structure"]:
+            print(f"\n{structure_table(models, shape, times)}")
+            return 0
         for m in models:
             for b in balancings:
                 run = train(m, b, opts)
-                results[(m, b)] = (evaluate(run, "test", opts), evaluate(run, "train", opts), run.name)
-                write_table(opts, argv, models, balancings, shape, results, where)
-    print(f"\n{table(models, balancings, shape, results)}")
+                evaluate(run, "test", opts)
+                evaluate(run, "train", opts)
+                write_table(out, argv, shape, times)
+    print(f"\n{write_table(out, argv, shape, times)}")
     return 0
 
 
-def write_table(opts, argv, models, balancings, shape, results, where):
-    """table1.md, rewritten after every run so that a partial table is always there."""
-    text = (f"# Table 1: paper vs. ours\n\n`{shlex.join(['python', '-m', 'segnet.table1', *argv])}`; "
-            f"inference time on {where} at {opts['height']}x{opts['width']} (the paper's: a 2015 GPU).\n\n"
-            + table(models, balancings, shape, results))
-    replace_text(os.path.join(opts["out_dir"], "table1.md"), text)
+def write_table(out, argv, shape, times):
+    """<out>/table1.md from every run found there (the others' cells stay empty), rewritten after
+    each run so that a partial table is always there; returns its text."""
+    results = {(m, b): read_result(out / run_name(m, b)) for m in MODELS for b in BALANCINGS}
+    text = (f"# Table 1: paper vs. ours\n\nWritten by `{shlex.join(['python', '-m', 'segnet.table1', *argv])}`"
+            f" ({time.strftime('%Y-%m-%d %H:%M')}).\n\n{table(shape, times, results)}\n")
+    replace_text(out / "table1.md", text)
+    return text
 
 
 if __name__ == "__main__":

@@ -105,6 +105,7 @@ def _train(root, out, name):
     return out / "last.pt"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_variant_trains_evaluates_on_train_predicts_and_exports(camvid, tmp_path, capsys, name):
     ckpt = _train(camvid, tmp_path / "run", name)
@@ -131,6 +132,7 @@ def test_variant_trains_evaluates_on_train_predicts_and_exports(camvid, tmp_path
     assert "check 24x40 against PyTorch" in printed and "warning" not in printed, printed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bilinear_interpolation", "fcn_basic", "segnet_basic_encoder_addition"])
 def test_variant_exports_to_onnx_with_dynamic_sizes(camvid, tmp_path, capsys, name):
     """The upsamplings new to Table 1 (fixed bilinear, 8x8 transposed conv with a crop, the encoder
@@ -158,6 +160,7 @@ def test_bad_options_are_one_line_errors():
         table1.main(["--balancing=inverse", "--structure"])
 
 
+@pytest.mark.slow
 def test_whole_command_at_a_tiny_size_resumes_and_picks_up_finished_runs(tmp_path, monkeypatch):
     root = make_tutorial_camvid(tmp_path / "CamVid", hw=(24, 32))
     out = tmp_path / "t1"
