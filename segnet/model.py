@@ -4,6 +4,7 @@
     model = SegNet(num_classes=11)                       # the paper's VGG16 SegNet, logits out
     model = SegNet(num_classes=11, spec="segnet_basic")  # the paper's controlled-benchmark model (Table 1)
     model = SegNet(num_classes=11, spec="segnet_lite")   # four stages, one conv each, 1x1 classifier
+    model = SegNet(num_classes=11, spec="fcn_basic")     # Table 1's other decoders (docs/reproduction.md)
 
 The layer layout is data (`SegNetSpec`), so variants are the same class with another spec.
 Layer names, widths and fillers follow SegNet-Tutorial `Models/segnet_train.prototxt` (and
