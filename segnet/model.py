@@ -4,12 +4,14 @@
     model = SegNet(num_classes=11)                       # the paper's VGG16 SegNet, logits out
     model = SegNet(num_classes=11, spec="segnet_basic")  # the paper's controlled-benchmark model (Table 1)
     model = SegNet(num_classes=11, spec="segnet_lite")   # four stages, one conv each, 1x1 classifier
+    model = SegNet(num_classes=11, spec="fcn_basic")     # Table 1's other decoders (docs/reproduction.md)
 
 The layer layout is data (`SegNetSpec`), so variants are the same class with another spec.
 Layer names, widths and fillers follow SegNet-Tutorial `Models/segnet_train.prototxt` (and
 `Models/segnet_basic_train.prototxt` for SegNet-Basic).
 """
 import contextlib
+import dataclasses
 import os
 import re
 import urllib.error
@@ -17,10 +19,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from . import wgrad
 from .files import sha256
-
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,11 @@ class SegNetSpec:
     dropout_stages: int = 3  # Bayesian SegNet: dropout on the deepest N encoder and decoder stages
     input_lrn: bool = False  # local response normalisation of the input (SegNet-Basic's first layer)
     decoder_relu: bool = True  # SegNet-Basic's decoder convs are conv => BN, with no ReLU
+    # Table 1's decoder variants (docs/reproduction.md gives each choice the paper leaves open):
+    upsample: str = "indices"  # indices (max-unpool) | bilinear (fixed) | deconv (8x8 transposed conv, bilinear init)
+    depthwise: bool = False    # decoder convs are single channel: each filters only its own upsampled map
+    add_encoder: str = ""      # "" | conv: + the paired encoder stage's conv maps | pool: + the pooled map of that size
+    reduce: bool = False       # FCN's 1x1 reduction to num_classes of the deepest map and of every added map
 
 
 SPECS = {
@@ -51,15 +58,8 @@ SPECS = {
     # (64) => BN => ReLU => pool, 4 decoder stages of unpool => 7x7 conv (64) => BN (no ReLU), a
     # 1x1 classifier. bayesian_segnet_basic_train.prototxt: dropout after pool3, pool4 and after
     # decoder stages 4 and 3, the deepest two.
-    "segnet_basic": SegNetSpec(
-        encoder=((64,), (64,), (64,), (64,)),
-        decoder=((64,), (64,), (64,), (64,)),
-        kernel_size=7,
-        classifier_kernel=1,
-        dropout_stages=2,
-        input_lrn=True,
-        decoder_relu=False,
-    ),
+    "segnet_basic": SegNetSpec(encoder=((64,),) * 4, decoder=((64,),) * 4, kernel_size=7, classifier_kernel=1,
+                               dropout_stages=2, input_lrn=True, decoder_relu=False),
     # The multi-digit MNIST reference: 4 stages of one conv (32, 64, 128, 256), up path
     # 128, 64, 32, 32, then a 1x1 classifier.
     "segnet_lite": SegNetSpec(
@@ -69,6 +69,20 @@ SPECS = {
         dropout_stages=2,
     ),
 }
+# Sec. 3.1 / Fig. 3 / Table 1: seven decoders on SegNet-Basic's encoder and 1x1 classifier, in the
+# table's order with segnet_basic (docs/reproduction.md "Table 1's decoder variants").
+_NO_CONVS = ((),) * 4
+SPECS.update({
+    name: dataclasses.replace(SPECS["segnet_basic"], **change) for name, change in (
+        ("bilinear_interpolation", dict(decoder=_NO_CONVS, upsample="bilinear")),
+        ("segnet_basic_encoder_addition", dict(add_encoder="conv")),
+        ("segnet_basic_single_channel_decoder", dict(depthwise=True)),
+        ("fcn_basic", dict(decoder=_NO_CONVS, upsample="deconv", reduce=True, add_encoder="pool")),
+        ("fcn_basic_no_addition", dict(decoder=_NO_CONVS, upsample="deconv", reduce=True)),
+        ("fcn_basic_no_dim_reduction", dict(decoder=_NO_CONVS, upsample="deconv", add_encoder="pool")),
+        ("fcn_basic_no_addition_no_dim_reduction", dict(decoder=_NO_CONVS, upsample="deconv")),
+    )
+})
 
 
 def _autocast_off(device_type):
@@ -92,8 +106,8 @@ class Conv2d(nn.Conv2d):
 class ConvBNReLU(nn.Sequential):
     """conv kxk (with bias, as Caffe) => BN => ReLU (the ReLU left out with relu=False)"""
 
-    def __init__(self, cin, cout, k, relu=True):
-        layers = [Conv2d(cin, cout, k, padding=k // 2, bias=True), nn.BatchNorm2d(cout)]
+    def __init__(self, cin, cout, k, relu=True, groups=1):
+        layers = [Conv2d(cin, cout, k, padding=k // 2, bias=True, groups=groups), nn.BatchNorm2d(cout)]
         super().__init__(*layers, *([nn.ReLU(inplace=True)] if relu else []))
 
 
@@ -112,10 +126,9 @@ class EncoderStage(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x):
-        x = self.convs(x)
-        size = x.shape[-2:]
-        x, indices = self.pool(x)
-        return self.dropout(x), indices, size
+        conv = self.convs(x)                                # the maps before pooling (EncoderAddition adds them)
+        x, indices = self.pool(conv)
+        return self.dropout(x), indices, conv
 
 
 def _is_channels_last(x):
@@ -153,32 +166,55 @@ def max_unpool2d_channels_last(x, indices, size):
     return out.view(b, h, w, c).permute(0, 3, 1, 2)                # (B, C, H, W), channels_last
 
 
-class DecoderStage(nn.Module):
-    """2x2 max-unpool with the encoder's indices, then (conv => BN => ReLU) * n"""
+def bilinear_kernel(channels, k):
+    """(channels, channels, k, k) diagonal weights of a stride-2 transposed conv that interpolates
+    bilinearly: Caffe's "bilinear" filler (FCN's init) for a k x k kernel, scaled so that a constant
+    map stays constant (the filler's 8x8 tent at stride 2 would double each side)."""
+    f = (k + 1) // 2
+    c = (2 * f - 1 - f % 2) / (2 * f)
+    t = 1 - (torch.arange(k) / f - c).abs()
+    t = t / t[::2].sum()                                         # each output sums the taps 2 apart to 1
+    w = torch.zeros(channels, channels, k, k)
+    w[range(channels), range(channels)] = t[:, None] * t[None, :]
+    return w
 
-    def __init__(self, cin, widths, k, dropout=0.0, relu=True):
+
+class DecoderStage(nn.Module):
+    """upsample (2x2 max-unpool with the encoder's indices, fixed bilinear, or an 8x8 transposed
+    conv), then (conv => BN => ReLU) * n, then + the encoder's map of that size (where given)"""
+
+    def __init__(self, cin, widths, k, dropout=0.0, relu=True, upsample="indices", depthwise=False):
         super().__init__()
         # Sec. 3: the decoder upsamples with the memorised max-pool indices (no learned upsampling).
         self.unpool = nn.MaxUnpool2d(2, stride=2)
         self.scatter_unpool = False  # True: max_unpool2d_scatter, which exports (see use_scatter_unpool)
+        self.mode = upsample
+        if upsample == "deconv":  # Sec. 3.1: "We set the kernel size to 8 x 8"; no bias, as FCN's deconvolutions
+            self.deconv = nn.ConvTranspose2d(cin, cin, 8, stride=2, padding=3, bias=False)  # exactly 2x the size
         convs = []
         for w in widths:
-            convs.append(ConvBNReLU(cin, w, k, relu))
+            convs.append(ConvBNReLU(cin, w, k, relu, groups=cin if depthwise else 1))
             cin = w
         self.convs = nn.Sequential(*convs)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-    def forward(self, x, indices, size):
-        # Unpooling only moves values, so it is exact in any dtype; CPU autocast would run it in
-        # fp32 and cast the full-size map back for the next conv (24% of a bf16 CPU train step).
-        with _autocast_off(x.device.type):
-            if self.scatter_unpool:
-                x = max_unpool2d_scatter(x, indices, size)
-            elif x.device.type == "cuda" and x.dim() == 4 and _is_channels_last(x):
-                x = max_unpool2d_channels_last(x, indices, size)
-            else:
-                x = self.unpool(x, indices, output_size=size)  # sparse map at the encoder's pre-pool size
-        return self.dropout(self.convs(x))
+    def forward(self, x, indices, size, skip=None):
+        if self.mode == "bilinear":
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        elif self.mode == "deconv":
+            x = self.deconv(x)[..., : size[0], : size[1]]      # ceil-mode pooling's odd sizes: crop the extra row
+        else:
+            # Unpooling only moves values, so it is exact in any dtype; CPU autocast would run it in
+            # fp32 and cast the full-size map back for the next conv (24% of a bf16 CPU train step).
+            with _autocast_off(x.device.type):
+                if self.scatter_unpool:
+                    x = max_unpool2d_scatter(x, indices, size)
+                elif x.device.type == "cuda" and x.dim() == 4 and _is_channels_last(x):
+                    x = max_unpool2d_channels_last(x, indices, size)
+                else:
+                    x = self.unpool(x, indices, output_size=size)  # sparse map at the encoder's pre-pool size
+        x = self.dropout(self.convs(x))
+        return x if skip is None else x + skip                  # Table 1's EncoderAddition and FCN decoders
 
 
 class SegNet(nn.Module):
@@ -209,14 +245,20 @@ class SegNet(nn.Module):
         for i, widths in enumerate(spec.encoder):
             self.encoder.append(EncoderStage(cin, widths, spec.kernel_size, p if i >= n - deep else 0.0))
             cin = widths[-1]
+        # Sec. 3.1: FCN-Basic compresses the deepest encoder map, and each map it adds, to K = num_classes
+        # channels with 1x1x64xK filters; the pooled maps of stages 0..n-2 are the ones added.
+        self.reduce_input = Conv2d(cin, num_classes, 1) if spec.reduce else nn.Identity()
+        self.reduce_skips = nn.ModuleList(Conv2d(w[-1], num_classes, 1) for w in spec.encoder[:-1]) \
+            if spec.reduce and spec.add_encoder == "pool" else None
+        cin = num_classes if spec.reduce else cin
         self.decoder = nn.ModuleList()
         for i, widths in enumerate(spec.decoder):
-            if cin != spec.encoder[n - 1 - i][-1]:
+            if spec.upsample == "indices" and cin != spec.encoder[n - 1 - i][-1]:
                 raise ValueError(f"decoder stage {i} gets {cin} channels but its indices have "
                                   f"{spec.encoder[n - 1 - i][-1]}")
             self.decoder.append(DecoderStage(cin, widths, spec.kernel_size, p if i < deep else 0.0,
-                                             spec.decoder_relu))
-            cin = widths[-1]
+                                             spec.decoder_relu, spec.upsample, spec.depthwise))
+            cin = widths[-1] if widths else cin
         k = spec.classifier_kernel
         self.classifier = Conv2d(cin, num_classes, k, padding=k // 2)  # no BN, no ReLU
         self.reset_parameters()
@@ -228,18 +270,35 @@ class SegNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.ConvTranspose2d):  # Sec. 3.1: "initialized using bilinear interpolation weights"
+                with torch.no_grad():
+                    m.weight.copy_(bilinear_kernel(m.in_channels, m.kernel_size[0]))
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.constant_(m.bias, 0.001)
 
+    def skip(self, stage, pooled, conv):
+        """What decoder stage `stage` adds to its output: the encoder map of that size, or None."""
+        j = len(self.encoder) - 1 - stage                     # the encoder stage it pairs with
+        if self.spec.add_encoder == "conv":
+            return conv[j]                                      # (B, 64, h, w) before that stage's pooling
+        if self.spec.add_encoder == "pool" and j > 0:           # Fig. 3: the max-pool output of that size
+            return pooled[j - 1] if self.reduce_skips is None else self.reduce_skips[j - 1](pooled[j - 1])
+        return None
+
     def forward(self, x):                                   # (B, 3, H, W)
         x = self.input_norm(x)                              # SegNet-Basic only
-        pools = []
+        pools, pooled, conv = [], [], []
+        keep_pooled, keep_conv = self.spec.add_encoder == "pool", self.spec.add_encoder == "conv"
         for stage in self.encoder:
-            x, indices, size = stage(x)                     # segnet: (B, 512, H/32, W/32) at the end
-            pools.append((indices, size))
-        for stage, (indices, size) in zip(self.decoder, reversed(pools)):
-            x = stage(x, indices, size)                     # back up to (B, 64, H, W)
+            x, indices, c = stage(x)                        # segnet: (B, 512, H/32, W/32) at the end
+            pools.append((indices, c.shape[-2:]))
+            pooled.append(x if keep_pooled else None)       # only what the decoder uses stays referenced
+            conv.append(c if keep_conv else None)
+        x = self.reduce_input(x)                            # FCN-Basic: (B, K, H/16, W/16)
+        for i, (stage, (indices, size)) in enumerate(zip(self.decoder, reversed(pools))):
+            skip = self.skip(i, pooled, conv)
+            x = stage(x, indices, size) if skip is None else stage(x, indices, size, skip)  # to (B, 64, H, W)
         return self.classifier(x)                           # (B, num_classes, H, W) logits
 
     def encoder_convs(self):
