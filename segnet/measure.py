@@ -78,7 +78,7 @@ def _batch(batch_size, height, width):
 
 def measure_config(job):
     """Time `job["phase"]` (train or infer) of one row; runs in a fresh process (see `_child`)."""
-    from . import engine, runtime
+    from . import engine, optim, runtime
     from .class_weights import compute_class_weights
     from .model import SegNet
     from .yardstick import YardstickSegNet
@@ -97,7 +97,7 @@ def measure_config(job):
         rt = runtime.setup(job["device"], job["dtype"], job["channels_last"], conv_wgrad=job["conv_wgrad"])
         model = rt.place(SegNet(NUM_CLASSES))
         images = rt.images(images)
-        optimizer = engine.make_optimizer("sgd", model, 0.001, 0.9, 0.0005)
+        optimizer = optim.make_optimizer("sgd", model, 0.001, 0.9, 0.0005)
         scaler = rt.scaler
     step_model = torch.compile(model) if job["compile"] and not yard else model
 

@@ -41,7 +41,7 @@ def make_step(opts):
     """The model, data and one training step of `opts`, set up as Train_SegNet.py sets them up."""
     import torch
 
-    from . import engine, runtime
+    from . import engine, optim, runtime
     from .model import SPECS, SegNet
     spec = SPECS[opts["model"]]
     rt = runtime.setup(opts["device"], opts["dtype"], opts["channels_last"], conv_wgrad=opts["conv_wgrad"],
@@ -50,7 +50,7 @@ def make_step(opts):
     model = rt.place(SegNet(11, spec=opts["model"])).train()
     images = rt.images(torch.rand(opts["batch_size"], 3, opts["height"], opts["width"]))
     masks = torch.randint(0, 11, (opts["batch_size"], opts["height"], opts["width"]), device=rt.device)
-    optimizer = engine.make_optimizer("sgd", model, 0.001, 0.9, 0.0005)
+    optimizer = optim.make_optimizer("sgd", model, 0.001, 0.9, 0.0005)
     step_model = torch.compile(model) if opts.get("compile") else model
 
     def step():

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segnet import engine
+from segnet import engine, optim
 from segnet.model import SPECS, SegNet, max_unpool2d_channels_last
 
 CPU = torch.device("cpu")
@@ -68,7 +68,7 @@ def test_compiled_training_agrees_with_eager(spec):
     x = (torch.rand(2, 3, 24, 40) * scale).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 5, (2, 24, 40))
     y[:, :2] = 255  # some void
-    opts = [engine.make_optimizer("sgd", m, 0.01, 0.9, 0.0005) for m in (eager, compiled)]
+    opts = [optim.make_optimizer("sgd", m, 0.01, 0.9, 0.0005) for m in (eager, compiled)]
     step_model = torch.compile(compiled)
     losses = [[float(engine.train_step(m, x, y, o, None, CPU, torch.bfloat16)) for _ in range(3)]
               for m, o in ((eager, opts[0]), (step_model, opts[1]))]

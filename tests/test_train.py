@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import Train_SegNet
 from helpers import make_tutorial_camvid
-from segnet import engine
+from segnet import engine, optim
 from segnet.config import PRESETS, parse_overrides
 from segnet.errors import UserError
 from segnet.model import SegNet
@@ -84,16 +84,16 @@ def test_caffe_loss_normalisation_hand_computed():
 
 def test_caffe_param_groups_and_schedules():
     m = SegNet(num_classes=3, spec="segnet_lite")
-    groups = engine.caffe_param_groups(m, 0.0005)
+    groups = optim.caffe_param_groups(m, 0.0005)
     assert [(g["lr_mult"], g["weight_decay"]) for g in groups] == [(1.0, 0.0005), (2.0, 0.0), (1.0, 0.0)]
     assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
     assert any(p is m.classifier.bias for p in groups[1]["params"])
     opt = torch.optim.SGD(groups, lr=0.1)
-    engine.set_lr(opt, 0.01)
+    optim.set_lr(opt, 0.01)
     assert [g["lr"] for g in opt.param_groups] == [0.01, 0.02, 0.01]
-    assert engine.learning_rate("fixed", 0.1, 500, 1000) == 0.1
-    assert abs(engine.learning_rate("cosine", 0.1, 500, 1000) - 0.05) < 1e-12
-    assert abs(engine.learning_rate("poly", 0.1, 500, 1000) - 0.1 * 0.5 ** 0.9) < 1e-12
+    assert optim.learning_rate("fixed", 0.1, 500, 1000) == 0.1
+    assert abs(optim.learning_rate("cosine", 0.1, 500, 1000) - 0.05) < 1e-12
+    assert abs(optim.learning_rate("poly", 0.1, 500, 1000) - 0.1 * 0.5 ** 0.9) < 1e-12
 
 
 def test_tiny_model_overfits_one_batch():
@@ -398,7 +398,7 @@ def test_real_mnist_short_training_lowers_the_loss(mnist_root):
     loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     model = build_model(config)
-    opt = engine.make_optimizer("adamw", model, 0.003, 0.9, 0.0001, caffe_lr_mult=False)
+    opt = optim.make_optimizer("adamw", model, 0.003, 0.9, 0.0001, caffe_lr_mult=False)
     losses = []
     for i, (x, y) in zip(range(40), loader):
         losses.append(float(engine.train_step(model, x, y, opt, None, torch.device("cpu"), torch.float32)))
@@ -424,7 +424,7 @@ def test_choices_come_from_the_registries_and_flags_may_be_bare():
     from segnet.model import SPECS
     c = Train_SegNet.CHOICES
     assert c["model"] == tuple(SPECS) and c["dataset"] == tuple(DATASETS)
-    assert c["optimizer"] == tuple(engine.OPTIMIZERS) and c["lr_schedule"] == tuple(engine.LR_SCHEDULES)
+    assert c["optimizer"] == tuple(optim.OPTIMIZERS) and c["lr_schedule"] == tuple(optim.LR_SCHEDULES)
     assert c["dtype"] == ("auto", *runtime.DTYPES)
     d = {"config": "camvid", **Train_SegNet.DEFAULTS}
     assert parse_overrides(d, ["--hflip"])["hflip"] is True
