@@ -22,7 +22,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from segnet import device_data, engine, runtime
+from segnet import device_data, engine, optim, runtime
 from segnet.build import DATASETS, NORMALIZE_CHOICES, build_dataset, build_model, resolve_normalize
 from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_optimizer, save_checkpoint
 from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS
@@ -91,8 +91,8 @@ DEFAULTS = {k: v for k, v in dict(globals()).items()
 # Allowed values come from the registries that implement them.
 CHOICES = {
     "dataset": tuple(DATASETS), "model": tuple(SPECS), "normalize": NORMALIZE_CHOICES, "eval_split": SPLITS,
-    "class_weights": CLASS_WEIGHT_METHODS, "lr_schedule": tuple(engine.LR_SCHEDULES),
-    "best_metric": ("mean_iou", "global_accuracy"), "optimizer": tuple(engine.OPTIMIZERS),
+    "class_weights": CLASS_WEIGHT_METHODS, "lr_schedule": tuple(optim.LR_SCHEDULES),
+    "best_metric": ("mean_iou", "global_accuracy"), "optimizer": tuple(optim.OPTIMIZERS),
     "dtype": runtime.DTYPE_CHOICES, "channels_last": runtime.CHANNELS_LAST_CHOICES,
     "conv_wgrad": runtime.CONV_WGRAD_CHOICES, "data_on_device": DATA_ON_DEVICE_CHOICES,
     "compile": runtime.COMPILE_CHOICES,
@@ -289,7 +289,7 @@ def make_model(config, rt, ckpt, log):
     net = rt.place(net)
     if rt.ddp and config["sync_bn"]:
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    opt = engine.make_optimizer(config["optimizer"], net, config["lr"], config["momentum"],
+    opt = optim.make_optimizer(config["optimizer"], net, config["lr"], config["momentum"],
                                 config["weight_decay"], config["caffe_lr_mult"])
     state = engine.RunState.start(rt.device)
     if ckpt is not None:
