@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from . import wgrad
+from . import conv_weight_grad as wgrad
 from .files import sha256
 
 

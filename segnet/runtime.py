@@ -95,7 +95,7 @@ CONV_WGRAD_CHOICES = ("auto", "gemm", "onednn")
 
 
 def resolve_conv_wgrad(value, device, dtype, channels_last):
-    """Whether convs compute their weight gradient by GEMMs (segnet.wgrad) instead of oneDNN.
+    """Whether convs compute their weight gradient by GEMMs (segnet.conv_weight_grad) instead of oneDNN.
     auto: yes for fp32 channels_last training on a CPU without AVX512, where oneDNN's NHWC
     weight-gradient kernel is much slower than its blocked-layout one (docs/performance.md).
     gemm: wherever it applies (fp32 on the CPU). onednn: never."""
@@ -147,7 +147,7 @@ class Runtime:
     rank: int = 0
     local_rank: int = 0
     world: int = 1
-    gemm_wgrad: bool = False           # convs compute weight gradients by GEMMs (segnet.wgrad)
+    gemm_wgrad: bool = False           # convs compute weight gradients by GEMMs (segnet.conv_weight_grad)
 
     @property
     def ddp(self):
