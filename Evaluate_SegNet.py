@@ -167,9 +167,8 @@ def video_mode(args, ckpt_path, model, ckpt, rt):
 def score_data(args):
     """(data set, folder) that score mode reads: --dataset / --data_root, else what Train_SegNet.py
     reads by default (its hyperparameter block, or the preset of that data set)."""
-    from segnet.checkpoint import TRAINING_SCRIPT
-    from segnet.config import PRESETS, script_defaults
-    block = script_defaults(TRAINING_SCRIPT)
+    from segnet.config import PRESETS
+    from Train_SegNet import DEFAULTS as block  # until the data registry gives the default root
     dataset = args["dataset"] or block["dataset"]
     if args["data_root"]:
         return dataset, args["data_root"]

@@ -80,8 +80,7 @@ log_interval = 10            # iterations between progress-bar updates (each cos
 device = "auto"              # auto | cpu | cuda | cuda:N
 dtype = "auto"               # auto (bf16 on AMX/AVX512-BF16 CPUs and new GPUs, fp16 on old GPUs) | float32 | bfloat16 | float16
 channels_last = "auto"       # NHWC memory format: auto (NHWC on GPUs and AVX512 CPUs, and on AVX2-only CPUs in fp32 with GEMM weight gradients for 3x3 models) | true | false
-conv_wgrad = "auto"          # conv weight gradients: auto (GEMMs for fp32 NHWC on CPUs without AVX512, else oneDNN) | gemm | onednn
-compile = "auto"             # torch.compile the model (Inductor; the first steps compile): auto (off until measured to win; docs/gpu.md "What feeds a step") | true | false
+compile = False              # torch.compile the model (Inductor; the first steps compile); off: not yet measured to win (docs/gpu.md "What feeds a step")
 data_on_device = "auto"      # the training split decoded once onto the device, batches made there: auto (CUDA, if under 1/4 of free memory) | true | false
 sync_bn = False              # SyncBatchNorm across processes under torchrun
 seed = 0
@@ -94,12 +93,11 @@ CHOICES = {
     "class_weights": CLASS_WEIGHT_METHODS, "lr_schedule": tuple(optim.LR_SCHEDULES),
     "best_metric": ("mean_iou", "global_accuracy"), "optimizer": tuple(optim.OPTIMIZERS),
     "dtype": runtime.DTYPE_CHOICES, "channels_last": runtime.CHANNELS_LAST_CHOICES,
-    "conv_wgrad": runtime.CONV_WGRAD_CHOICES, "data_on_device": DATA_ON_DEVICE_CHOICES,
-    "compile": runtime.COMPILE_CHOICES,
+    "data_on_device": DATA_ON_DEVICE_CHOICES,
 }
 # What a resumed run may change; everything else comes from the checkpoint's config.
 RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
-                     "out_dir", "resume", "device", "dtype", "channels_last", "conv_wgrad", "compile", "bn_recompute", "bn_recompute_val",
+                     "out_dir", "resume", "device", "dtype", "channels_last", "compile", "bn_recompute", "bn_recompute_val",
                      "best_metric", "data_on_device", "overwrite")
 MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_interval": 1,
             "eval_interval": 0, "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0,
@@ -114,7 +112,7 @@ def main(argv=None):
     with user_errors():
         config, ckpt = configure(argv)
         rt = runtime.setup(config["device"], config["dtype"], config["channels_last"], distributed=True,
-                           conv_wgrad=config["conv_wgrad"], kernel_size=SPECS[config["model"]].kernel_size)
+                           kernel_size=SPECS[config["model"]].kernel_size)
     torch.manual_seed(config["seed"])
     log = print if rt.master else (lambda *a, **k: None)
     log(f"config:\n{format_config(config)}")
@@ -129,7 +127,7 @@ def main(argv=None):
             net, opt, state = make_model(config, rt, ckpt, log)
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else net
-        step_model = torch.compile(ddp_model) if runtime.resolve_compile(config["compile"], rt.device) else ddp_model
+        step_model = torch.compile(ddp_model) if config["compile"] else ddp_model
         tb = folder.tb
         write_class_weights(config, data, rt)
 

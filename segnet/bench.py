@@ -53,9 +53,13 @@ SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 def _train_defaults():
-    """Train_SegNet.py's hyperparameter block, read from the file (the script is not imported)."""
-    from .config import script_defaults
-    return script_defaults(REPO / "Train_SegNet.py")
+    """Train_SegNet.py's hyperparameter block (Train_SegNet.DEFAULTS); training's conv weight
+    gradient is always the runtime's auto rule."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("Train_SegNet", REPO / "Train_SegNet.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return {**script.DEFAULTS, "conv_wgrad": "auto"}
 
 
 # -- the whole process: Train_SegNet.py vs the straightforward loop ----------------------------
@@ -79,8 +83,7 @@ def bench_whole_process(args, data_root, device):
                                 f"--iters={n}", f"--workers={args['loader_workers']}", f"--device={device}"],
             "repo": [sys.executable, "Train_SegNet.py", f"--data_root={root}", "--init_encoder=none",
                      "--bn_recompute=false", "--eval_interval=0", f"--max_iters={n}", *size,
-                     f"--num_workers={args['loader_workers']}", f"--device={device}", f"--out_dir={out}",
-                     f"--conv_wgrad={args['conv_wgrad']}"]
+                     f"--num_workers={args['loader_workers']}", f"--device={device}", f"--out_dir={out}"]
                     + (["--compile=true"] if args["compile"] else []),
         }
         runs = {}

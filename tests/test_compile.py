@@ -82,14 +82,11 @@ def test_compiled_training_agrees_with_eager(spec):
 
 def test_compile_setting_resolves():
     import Train_SegNet
-    from segnet import runtime
     from segnet.config import parse_overrides
     from segnet.errors import UserError
     d = {"config": "camvid", **Train_SegNet.DEFAULTS}
-    assert d["compile"] == "auto" and runtime.resolve_compile("auto", CPU) is False  # off until measured to win
-    assert parse_overrides(d, ["--compile"], choices=Train_SegNet.CHOICES)["compile"] == "true"  # bare flag
-    assert runtime.resolve_compile("true", CPU) is True and runtime.resolve_compile(False, CPU) is False
-    with pytest.raises(ValueError, match="compile=yes: expected one of auto, true, false"):
-        runtime.resolve_compile("yes", CPU)
-    with pytest.raises(UserError, match="--compile=yes: expected one of auto, true, false$"):  # no bools said
-        parse_overrides(d, ["--compile=yes"], choices=Train_SegNet.CHOICES)
+    assert d["compile"] is False  # off until measured to win
+    assert parse_overrides(d, ["--compile"], choices=Train_SegNet.CHOICES)["compile"] is True  # bare flag
+    assert parse_overrides(d, ["--compile=false"], choices=Train_SegNet.CHOICES)["compile"] is False
+    with pytest.raises(UserError, match="--compile=maybe: expected a boolean"):
+        parse_overrides(d, ["--compile=maybe"], choices=Train_SegNet.CHOICES)
