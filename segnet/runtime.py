@@ -121,8 +121,8 @@ def resolve_num_workers(value, processes=1):
     return n
 
 
-def loader_kwargs(device, num_workers, processes=1):
-    num_workers = resolve_num_workers(num_workers, processes)
+def loader_kwargs(device, num_workers):
+    """DataLoader options for `num_workers` worker processes (a count, resolve_num_workers)."""
     return dict(num_workers=num_workers, pin_memory=device.type == "cuda",
                 persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
 
@@ -168,7 +168,7 @@ class Runtime:
         return ("channels_last" if self.channels_last else "NCHW") + (", GEMM weight gradients" if self.gemm_wgrad else "")
 
     def loader_kwargs(self, num_workers):
-        return loader_kwargs(self.device, num_workers, self.world)
+        return loader_kwargs(self.device, num_workers)
 
 
 def setup(device="auto", dtype="auto", channels_last="auto", distributed=False, conv_wgrad="auto", kernel_size=3,
