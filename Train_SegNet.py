@@ -10,10 +10,8 @@
 
 Edit the hyperparameters below, or override any of them with --key=value.
 """
-import csv
-import io
+import dataclasses
 import json
-import math
 import os
 import signal
 import sys
@@ -22,22 +20,21 @@ import time
 import torch
 from tqdm import tqdm
 
-from segnet import device_data, engine, evaluation, runtime
-from segnet.build import DATASETS, NORMALIZE_CHOICES, build_dataset, build_model, resolve_normalize
+from segnet import engine, evaluation, optim, runtime
+from segnet.build import DATASETS, NORMALIZE_CHOICES, build_model, resolve_normalize
 from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_optimizer, save_checkpoint
 from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS
-from segnet.class_weights import compute_class_weights, resolve_method, weights_from_record, weights_record
+from segnet.class_weights import resolve_method
 from segnet.config import format_config, help_text, parse_overrides, wants_help
-from segnet.data import SPLITS, DatasetNames, Labelled, MissingSplit, collate, collate_images, sampling
-from segnet.data.check import check_dataset
+from segnet.data import SPLITS, DatasetNames
 from segnet.device_data import DATA_ON_DEVICE_CHOICES
-from segnet.errors import DataError, UserError, WorkerDied, read_errors, run_cli, user_errors
-from segnet.files import (FolderInUse, check_writable_folder, lock_folder, make_folders, replace_text, temp_files,
-                          unlock_folder)
+from segnet.errors import DataError, UserError, WorkerDied, run_cli, user_errors
+from segnet.files import replace_text
 from segnet.metrics import VALIDATION_METRICS
 from segnet.model import SPECS
 from segnet.report import write_curves
-from segnet.transforms import to_float, train_geometry
+from segnet.run_folder import append_metrics_row, check_best, open_run_folder
+from segnet.training_data import TrainingData, data_num_classes
 
 # -----------------------------------------------------------------------------------------------
 # data
@@ -81,8 +78,7 @@ log_interval = 10            # iterations between progress-bar updates (each cos
 device = "auto"              # auto | cpu | cuda | cuda:N
 dtype = "auto"               # auto (bf16 on AMX/AVX512-BF16 CPUs and new GPUs, fp16 on old GPUs) | float32 | bfloat16 | float16
 channels_last = "auto"       # NHWC memory format: auto (NHWC on GPUs and AVX512 CPUs, and on AVX2-only CPUs in fp32 with GEMM weight gradients for 3x3 models) | true | false
-conv_wgrad = "auto"          # conv weight gradients: auto (GEMMs for fp32 NHWC on CPUs without AVX512, else oneDNN) | gemm | onednn
-compile = "auto"             # torch.compile the model (Inductor; the first steps compile): auto (off until measured to win; docs/gpu.md "What feeds a step") | true | false
+compile = False              # torch.compile the model (Inductor; the first steps compile); off: not yet measured to win (docs/gpu.md "What feeds a step")
 data_on_device = "auto"      # the training split decoded once onto the device, batches made there: auto (CUDA, if under 1/4 of free memory) | true | false
 sync_bn = False              # SyncBatchNorm across processes under torchrun
 seed = 0
@@ -92,19 +88,32 @@ DEFAULTS = {k: v for k, v in dict(globals()).items()
 # Allowed values come from the registries that implement them.
 CHOICES = {
     "dataset": DatasetNames(), "model": tuple(SPECS), "normalize": NORMALIZE_CHOICES, "eval_split": SPLITS,
-    "class_weights": CLASS_WEIGHT_METHODS, "lr_schedule": tuple(engine.LR_SCHEDULES),
-    "best_metric": ("mean_iou", "global_accuracy"), "optimizer": tuple(engine.OPTIMIZERS),
+    "class_weights": CLASS_WEIGHT_METHODS, "lr_schedule": tuple(optim.LR_SCHEDULES),
+    "best_metric": ("mean_iou", "global_accuracy"), "optimizer": tuple(optim.OPTIMIZERS),
     "dtype": runtime.DTYPE_CHOICES, "channels_last": runtime.CHANNELS_LAST_CHOICES,
-    "conv_wgrad": runtime.CONV_WGRAD_CHOICES, "data_on_device": DATA_ON_DEVICE_CHOICES,
-    "compile": runtime.COMPILE_CHOICES,
+    "data_on_device": DATA_ON_DEVICE_CHOICES,
 }
 # What a resumed run may change; everything else comes from the checkpoint's config.
 RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
-                     "out_dir", "resume", "device", "dtype", "channels_last", "conv_wgrad", "compile", "bn_recompute", "bn_recompute_val",
+                     "out_dir", "resume", "device", "dtype", "channels_last", "compile", "bn_recompute", "bn_recompute_val",
                      "best_metric", "data_on_device", "overwrite")
 MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_interval": 1,
             "eval_interval": 0, "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0,
             "scale_min": 0.01}
+
+
+@dataclasses.dataclass
+class Run:
+    """What every step of a training run works on."""
+    config: dict
+    rt: runtime.Runtime
+    data: TrainingData
+    net: torch.nn.Module         # the model itself: saved, validated, its BN statistics recomputed
+    step_model: torch.nn.Module  # what a training step calls: net, wrapped by DDP and/or compiled
+    opt: torch.optim.Optimizer
+    state: engine.RunState       # iteration, best score, loss since the last validation
+    tb: object                   # TensorBoard writer, or None
+    log: object                  # print on rank 0, silent elsewhere
 
 
 def main(argv=None):
@@ -115,44 +124,32 @@ def main(argv=None):
     with user_errors():
         config, ckpt = configure(argv)
         rt = runtime.setup(config["device"], config["dtype"], config["channels_last"], distributed=True,
-                           conv_wgrad=config["conv_wgrad"], kernel_size=SPECS[config["model"]].kernel_size)
+                           kernel_size=SPECS[config["model"]].kernel_size)
+        workers = runtime.resolve_num_workers(config["num_workers"], rt.world)  # a bad value ends here
     torch.manual_seed(config["seed"])
     log = print if rt.master else (lambda *a, **k: None)
     log(f"config:\n{format_config(config)}")
-    log(f"device {rt.device}, autocast {rt.dtype_name}, {rt.layout}, "
-        f"world size {rt.world}")
+    log(f"device {rt.device}, autocast {rt.dtype_name}, {rt.layout}, world size {rt.world}")
 
     with user_errors():
-        folder = open_run_folder(config, rt, ckpt, log)  # before any data is read: writable, and ours alone
+        folder = open_run_folder(config, rt.master, ckpt, log)  # before any data is read: writable, and ours alone
     with folder:
         with user_errors():
-            data = make_data(config, rt, ckpt, log)
-            net, opt, state = make_model(config, rt, ckpt, log)
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else net
-        step_model = torch.compile(ddp_model) if runtime.resolve_compile(config["compile"], rt.device) else ddp_model
-        tb = folder.tb
-        write_class_weights(config, data, rt)
-
-        if train(step_model, net, opt, data, config, rt, state, tb, log) != 0:
+            data = TrainingData(config, rt, workers, ckpt.get("class_weights") if ckpt is not None else None)
+            log(data.describe())
+            run = Run(config, rt, data, *make_model(config, rt, ckpt, log), folder.tb, log)
+        if rt.master:  # the loss's weights per class name, and their method
+            replace_text(os.path.join(config["out_dir"], "class_weights.json"), json.dumps(data.class_weights, indent=2))
+        if train(run) != 0:
             return 130  # interrupted: last.pt saved
-        best_before = state.best_iter
-        try:
-            with engine.Interrupts(stop_signals(rt)):  # SIGTERM stops it as Ctrl-C does
-                save(net, opt, data, config, rt, state, "last.pt")  # the final evaluation may take a while
-                final = finish(net, opt, data, config, rt, state, tb, log)
-        except KeyboardInterrupt:
-            if state.best_iter != best_before:  # it wrote best.pt: last.pt must record it
-                save(net, opt, data, config, rt, state, "last.pt")
-            last = os.path.join(config["out_dir"], "last.pt")
-            log(f"interrupted in the final evaluation: {last} holds iteration {state.iter}; --resume={last} "
-                f"runs the evaluation again")
-            return 130
+        status, final = finish(run)
+        if status != 0:
+            return status
     if final is None:
         log(f"done: {config['out_dir']}/last.pt (not validated: the data set has no {config['eval_split']} split)")
         return 0
     log(f"done: {config['out_dir']}/last.pt (final {config['eval_split']} mIoU {100 * final['mean_iou']:.2f}), "
-        f"best.pt ({config['best_metric']} {100 * state.best:.2f})")
+        f"best.pt ({config['best_metric']} {100 * run.state.best:.2f})")
     return 0
 
 
@@ -176,7 +173,6 @@ def configure(argv):
             config["overwrite"] = False
         if "out_dir" not in explicit:
             config["out_dir"] = os.path.dirname(os.path.abspath(config["resume"]))
-    runtime.resolve_num_workers(config["num_workers"])  # a bad value ends here, before any work
     # derived values, stored with the run (evaluation uses the same normalisation)
     config["normalize"] = resolve_normalize(config)
     config["class_weights"] = resolve_method(config["class_weights"], DATASETS[config["dataset"]],
@@ -186,104 +182,10 @@ def configure(argv):
     return config, ckpt
 
 
-def data_num_classes(config, given):
-    """The class count of a new run: what the data set says (a folder's dataset.json), or
-    --num_classes where it says nothing; a --num_classes that disagrees with the data is refused."""
-    requested = config["num_classes"] if given else 0
-    n = DATASETS[config["dataset"]].num_classes(config["data_root"], requested)
-    if requested and n != requested:
-        raise UserError(f"--num_classes={requested}, but the {config['dataset']} data at {config['data_root']} "
-                        f"has {n} classes")
-    return n
-
-
-class Data:
-    """The training and validation sets and loaders, and the class weights of the loss (those
-    stored in the checkpoint when resuming: `class_weights`, a weights_record)."""
-
-    def __init__(self, config, rt, stored_weights=None):
-        if rt.ddp and not rt.master:
-            torch.distributed.barrier()  # rank 0 fetches missing data first, the others then find it
-        DATASETS[config["dataset"]].ensure(config["data_root"], config["download"])
-        self.train_set = build_dataset(config, "train", train=True)
-        self.val_set = validation_set(config)
-        # before the first iteration: every pair pairs up, decodes, agrees in size and holds classes
-        # or void (the first problem named)
-        self.checked = check_dataset(self.train_set) + (check_dataset(self.val_set.dataset) if self.val_set else 0)
-        if rt.ddp and rt.master:
-            torch.distributed.barrier()
-        self.class_names, self.palette = list(self.train_set.class_names), [list(c) for c in self.train_set.palette]
-        if stored_weights is None:
-            weight = compute_class_weights(config["class_weights"], self.train_set, config["num_classes"],
-                                           cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "segnet"))
-            stored_weights = weights_record(config["class_weights"], weight, self.class_names)
-        self.class_weights = stored_weights
-        weight = weights_from_record(stored_weights, self.class_names)
-        self.weight = weight.to(rt.device) if weight is not None else None
-        self.sampler = sampling.SeededSampler(len(self.train_set), config["seed"], shuffle=True, rank=rt.rank,
-                                            world=rt.world)
-        self.batches = sampling.EpochBatches(self.sampler, config["batch_size"])  # every image once per epoch
-        kw = rt.loader_kwargs(config["num_workers"])
-        self.on_device = load_on_device(config, rt)  # None: the DataLoader reads the files
-        self.train_loader = (self.on_device.loader(self.batches) if self.on_device is not None else
-                             read_errors(torch.utils.data.DataLoader(
-                                 sampling.Seeded(self.train_set), batch_sampler=self.batches, **kw,
-                                 generator=quiet_generator())))
-        self.val_loader = self.val_set and read_errors(torch.utils.data.DataLoader(
-            torch.utils.data.Subset(self.val_set, range(rt.rank, len(self.val_set), rt.world)),
-            config["batch_size"], collate_fn=collate, **kw))
-
-
-def validation_set(config):
-    """The eval_split, labelled; None when it does not exist and no validation is asked for
-    (eval_interval=0 on a data set without that split)."""
-    try:
-        return Labelled(build_dataset(config, config["eval_split"], train=False))
-    except MissingSplit as e:
-        if config["eval_interval"] == 0:
-            return None
-        raise MissingSplit(f"{e}; validation needs it: add it, or pass --eval_split=test, or --eval_interval=0 "
-                           f"to train without validation") from None
-
-
-def quiet_generator():
-    """A DataLoader draws its workers' base seed from this instead of the run's RNG, so the
-    run's random stream (dropout) is the same with files, with data on the device, and resumed
-    (the data's own randomness comes from SeededSampler's per-sample seeds)."""
-    return torch.Generator().manual_seed(0)
-
-
-def load_on_device(config, rt):
-    """With data_on_device (auto: on CUDA when it fits), the training split decoded once onto the
-    device, its batches augmented there (segnet.device_data); else None."""
-    raw = device_data.raw_dataset(lambda t: DATASETS[config["dataset"]].build(
-        config["data_root"], "train", config["num_classes"], t, config["download"]))
-    if not device_data.resolve_data_on_device(config["data_on_device"], rt.device, lambda: device_data.split_bytes(raw)):
-        return None
-    return device_data.DeviceData.load(
-        raw, rt.device, train_geometry(config["height"], config["width"], config["hflip"], config["scale_min"]),
-        to_float(config["normalize"]), workers=runtime.resolve_num_workers(config["num_workers"], rt.world))
-
-
-def make_data(config, rt, ckpt, log):
-    data = Data(config, rt, ckpt.get("class_weights") if ckpt is not None else None)
-    val = f"{len(data.val_set)} {config['eval_split']}" if data.val_set else f"no {config['eval_split']} split,"
-    where = (f"decoded onto {rt.device} ({data.on_device.nbytes / 2**20:.0f} MB), batches made there"
-             if data.on_device is not None else f"{runtime.resolve_num_workers(config['num_workers'], rt.world)} "
-             f"loader workers")
-    log(f"data: {len(data.train_set)} train / {val} images from {config['data_root']} ({data.checked} "
-        f"image/label files checked; training split {where}), class weights {data.class_weights['method']}")
-    return data
-
-
-def write_class_weights(config, data, rt):
-    """class_weights.json in the run folder: the loss's weights per class name, and their method."""
-    if rt.master:
-        replace_text(os.path.join(config["out_dir"], "class_weights.json"), json.dumps(data.class_weights, indent=2))
-
-
 def make_model(config, rt, ckpt, log):
-    """The model (ImageNet encoder, or a checkpoint's weights), its optimizer and the run state."""
+    """The model (ImageNet encoder, or a checkpoint's weights), what a training step calls (the
+    model under DistributedDataParallel with torchrun, compiled with --compile), the optimizer
+    and the run state."""
     if ckpt is None:
         net = build_model(config, init=True)
     else:
@@ -291,8 +193,8 @@ def make_model(config, rt, ckpt, log):
     net = rt.place(net)
     if rt.ddp and config["sync_bn"]:
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    opt = engine.make_optimizer(config["optimizer"], net, config["lr"], config["momentum"],
-                                config["weight_decay"], config["caffe_lr_mult"])
+    opt = optim.make_optimizer(config["optimizer"], net, config["lr"], config["momentum"],
+                               config["weight_decay"], config["caffe_lr_mult"])
     state = engine.RunState.start(rt.device)
     if ckpt is not None:
         restore_optimizer(opt, ckpt, config["resume"], rt.scaler)
@@ -307,118 +209,18 @@ def make_model(config, rt, ckpt, log):
             + (" (its validation had not run: it runs first)" if ckpt.get("pending_validation") else ""))
         if rt.master:
             check_best(config, state, log)
-    return net, opt, state
-
-
-def check_best(config, state, log):
-    """Resume: last.pt records the iteration and score of the best.pt on disk; when the two
-    disagree (a kill between the two saves, a file replaced by hand), say so and go on from what
-    best.pt really holds, so the run never reports a best it does not have."""
-    if not resumes_in_place(config):
-        return  # a new folder: its best.pt starts with this run
-    last, path = config["resume"], os.path.join(os.path.dirname(os.path.abspath(config["resume"])), "best.pt")
-    recorded = (state.best_iter, state.best)
-
-    def describe(it, score):
-        return (f"iteration {it} ({config['best_metric']} {100 * score:.2f})" if it >= 0
-                else f"{config['best_metric']} {100 * score:.2f}")
-    if not os.path.isfile(path):
-        if math.isfinite(state.best):
-            log(f"warning: {last} records a best.pt at {describe(*recorded)} but there is no {path}; "
-                f"the best is tracked afresh from iteration {state.iter}")
-            state.best, state.best_iter = float("-inf"), -1
-        return
-    try:
-        best = load_checkpoint(path)
-    except (OSError, ValueError) as e:
-        log(f"warning: {path} cannot be read ({e.__class__.__name__}); the best is tracked afresh from "
-            f"iteration {state.iter} and it is written again")
-        state.best, state.best_iter = float("-inf"), -1
-        return
-    on_disk = (best.get("iter", -1), best.get("best_metric", float("-inf")))
-    if on_disk[1] != recorded[1] or (recorded[0] >= 0 and on_disk[0] != recorded[0]):
-        log(f"warning: {last} records best.pt at {describe(*recorded)} but {path} holds "
-            f"{describe(*on_disk)}; going on from what {path} holds")
-        state.best_iter, state.best = on_disk
-
-
-def resumes_in_place(config):
-    """A resumed run that goes on in the folder of its checkpoint (not a new --out_dir)."""
-    return bool(config["resume"]) and (os.path.abspath(config["out_dir"]) ==
-                                       os.path.dirname(os.path.abspath(config["resume"])))
-
-
-class RunFolder:
-    """The run folder, held by this process alone: an OS lock (flock on out_dir/.lock) that the
-    system drops when the process ends, however it ends; and the TensorBoard writer, if any."""
-
-    def __init__(self, lock_fd=None, tb=None):
-        self.lock_fd, self.tb = lock_fd, tb
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.tb is not None:
-            self.tb.close()
-        if self.lock_fd is not None:
-            unlock_folder(self.lock_fd)
-            self.lock_fd = None
-
-
-RUN_FILES = ("last.pt", "best.pt", "metrics.csv")  # a folder holding any of these holds a run
-
-
-def open_run_folder(config, rt, ckpt, log):
-    """Rank 0: the run folder, before any data is read. It must be a writable folder; a second
-    process on it is refused (OS lock); a new run is refused where a run already is (unless
-    --overwrite=true, which removes that run's files); temp files of killed writers are removed;
-    config.json is written. Other ranks write nothing."""
-    if not rt.master:
-        return RunFolder()
-    run_dir = config["out_dir"]
-    check_writable_folder(run_dir)
-    make_folders([run_dir])
-    try:
-        lock_fd = lock_folder(run_dir)
-    except FolderInUse as e:
-        raise UserError(f"--out_dir={run_dir} is in use by another run (process {e.holder}, lock {e.lock}); wait "
-                        f"for it to end, or choose another --out_dir") from None
-    try:
-        found = [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))]
-        if found and not resumes_in_place(config):
-            if not config["overwrite"]:
-                hint = (f"continue it with --resume={os.path.join(run_dir, 'last.pt')}, or " if ckpt is None else "")
-                raise UserError(f"--out_dir={run_dir} already holds a run ({', '.join(found)}): {hint}give this "
-                                f"run a new --out_dir, or replace that run with --overwrite=true")
-            for f in found + ["curves.png"]:
-                if os.path.exists(os.path.join(run_dir, f)):
-                    os.remove(os.path.join(run_dir, f))
-            log(f"--overwrite=true: removed the previous run's {', '.join(found)} from {run_dir}")
-        stale = temp_files(run_dir)
-        for t in stale:  # the lock is ours, so no writer is alive: these were cut short by a kill
-            os.remove(t)
-        if stale:
-            log(f"removed {len(stale)} temp file(s) left in {run_dir} by a process killed while saving: "
-                f"{', '.join(t.name for t in stale)}")
-        replace_text(os.path.join(run_dir, "config.json"), json.dumps(config, indent=2))
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            tb = SummaryWriter(run_dir)
-        except ImportError:
-            tb = None  # TensorBoard is optional
-    except BaseException:
-        unlock_folder(lock_fd)
-        raise
-    return RunFolder(lock_fd, tb)
+    ddp_model = torch.nn.parallel.DistributedDataParallel(
+        net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else net
+    return net, torch.compile(ddp_model) if config["compile"] else ddp_model, opt, state
 
 
 # -- the training loop --------------------------------------------------------------------------
-def train(step_model, net, opt, data, config, rt, state, tb, log):
+def train(run):
     """Iterations up to max_iters with a progress bar, validation and last.pt every eval_interval.
     Ctrl-C or SIGTERM (a job scheduler, a closing terminal) saves last.pt once the step under way is done
     and returns 130; a file that breaks or a loader worker that dies mid-run saves it too and ends in
     a DataError; a non-finite loss stops the run without saving (UserError)."""
+    config, rt, state, data = run.config, run.rt, run.state, run.data
     end_iter, bs, run_dir = config["max_iters"], config["batch_size"], config["out_dir"]
     loss_sum, seen, t0, n0 = torch.zeros((), device=rt.device), 0, time.time(), state.iter
     readout = engine.HostReadout()  # the bar shows the previous interval: no step waits for the host
@@ -427,10 +229,10 @@ def train(step_model, net, opt, data, config, rt, state, tb, log):
                   disable=not rt.master, dynamic_ncols=True, desc="train") as bar, \
                 engine.Interrupts(stop_signals(rt)) as interrupts:
             if validation_due(config, state) and state.validated != state.iter:  # resumed before it ran
-                validate(net, opt, data, config, rt, state, tb, log)
+                validate(run)
             if state.validated == state.iter < end_iter:  # its loss went into that validation's row
                 state.interval_loss.zero_()
-            for loss in engine.train_iterations(step_model, data.train_loader, data.batches, opt, rt,
+            for loss in engine.train_iterations(run.step_model, data.train_loader, data.batches, run.opt, rt,
                                                 data.weight, config["lr_schedule"], config["lr"], end_iter,
                                                 state, guard=interrupts.step):
                 loss_sum += loss
@@ -443,28 +245,28 @@ def train(step_model, net, opt, data, config, rt, state, tb, log):
                     seen = 0
                     bar.update(state.iter * bs * rt.world - bar.n)
                     if shown is not None:
-                        show_interval(shown, bar, tb, opt, run_dir)
+                        show_interval(shown, bar, run)
                 if config["eval_interval"] and state.iter % config["eval_interval"] == 0 \
                         and state.iter < end_iter:
-                    validate(net, opt, data, config, rt, state, tb, log)
+                    validate(run)
                     state.interval_loss.zero_()
     except KeyboardInterrupt:
         if state.bad_iteration() is None:
-            save(net, opt, data, config, rt, state, "last.pt")
+            save(run, "last.pt")
             last = os.path.join(run_dir, "last.pt")
-            log(f"interrupted at iteration {state.iter}: saved {last}; continue with --resume={last}")
+            run.log(f"interrupted at iteration {state.iter}: saved {last}; continue with --resume={last}")
         return 130
     except DataError as e:  # a file broke, or a loader worker died, mid-run: keep the iterations done
         if state.bad_iteration() is not None:
             raise
-        save(net, opt, data, config, rt, state, "last.pt")
+        save(run, "last.pt")
         last = os.path.join(run_dir, "last.pt")
         then = ("if memory ran out, fewer --num_workers; then" if isinstance(e, WorkerDied)
                 else "replace the file, then")
         raise type(e)(f"{e}; saved {last} at iteration {state.iter}: {then} --resume={last}") from None
     elapsed = time.time() - t0
-    log(f"trained {state.iter - n0} iterations in {elapsed:.1f} s "
-        f"({(state.iter - n0) * bs * rt.world / max(elapsed, 1e-9):.2f} img/s)")
+    run.log(f"trained {state.iter - n0} iterations in {elapsed:.1f} s "
+            f"({(state.iter - n0) * bs * rt.world / max(elapsed, 1e-9):.2f} img/s)")
     return 0
 
 
@@ -481,66 +283,51 @@ def check_finite(state, run_dir, bad=None):
                         f"checkpoint in {run_dir} is kept")
 
 
-def show_interval(shown, bar, tb, opt, run_dir):
+def show_interval(shown, bar, run):
     """A log interval's mean loss in the bar and TensorBoard, once its values are on the host."""
     iteration, (loss, first_bad) = shown[0], shown[1].tolist()
-    check_finite(None, run_dir, int(first_bad))
-    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}", refresh=False)
-    if tb is not None:
-        tb.add_scalar("train/loss", loss, iteration)
+    check_finite(None, run.config["out_dir"], int(first_bad))
+    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{run.opt.param_groups[0]['lr']:.2e}", refresh=False)
+    if run.tb is not None:
+        run.tb.add_scalar("train/loss", loss, iteration)
 
 
-def validate(net, opt, data, config, rt, state, tb, log):
+def validate(run):
     """Score the validation split, log it (metrics.csv, curves.png, TensorBoard), save best.pt when
     it improves best_metric, then last.pt, which records that best.pt. Returns the metrics.csv row.
     Until last.pt is saved the validation counts as not done: a checkpoint saved on an interrupt
     says so, and a resume runs it again (it gives the same row and best.pt)."""
+    config, rt, state, net = run.config, run.rt, run.state, run.net
     state.validation_rng = (state.iter, runtime.rng_state(rt.device))
     if config["bn_recompute_val"]:  # the running averages lag at high learning rates (docs/reproduction.md)
-        recompute_bn(net, data, config, rt)
+        recompute_bn(run)
     elif rt.ddp:  # BN running statistics are per rank; every rank evaluates rank 0's, the saved ones
         for b in net.buffers():
             torch.distributed.broadcast(b, 0)
-    m = evaluation.evaluate(net, data.val_loader, config["num_classes"], rt.device, rt.dtype, rt.channels_last)
+    m = evaluation.evaluate(net, run.data.val_loader, config["num_classes"], rt.device, rt.dtype, rt.channels_last)
     score = m[config["best_metric"]]
     is_best = score > state.best
     row = {"iter": state.iter, "train_loss": state.train_loss(), **{k.key: m[k.key] for k in VALIDATION_METRICS}}
-    log(f"iter {state.iter:6d} | {config['eval_split']} " + " ".join(f"{k.label} {100 * m[k.key]:.2f}"
-                                                                    for k in VALIDATION_METRICS)
-        + (" (best)" if is_best else ""))
+    run.log(f"iter {state.iter:6d} | {config['eval_split']} " + " ".join(f"{k.label} {100 * m[k.key]:.2f}"
+                                                                        for k in VALIDATION_METRICS)
+            + (" (best)" if is_best else ""))
     if rt.master:
         append_metrics_row(config["out_dir"], row)
         write_curves(config["out_dir"])
         for k, v in row.items():
-            if tb is not None and k != "iter":
-                tb.add_scalar(f"{config['eval_split']}/{k}", v, state.iter)
+            if run.tb is not None and k != "iter":
+                run.tb.add_scalar(f"{config['eval_split']}/{k}", v, state.iter)
     if is_best:  # best.pt first: last.pt then records the best.pt that is on disk
         previous = state.best, state.best_iter
         state.best, state.best_iter = score, state.iter
         try:
-            save(net, opt, data, config, rt, state, "best.pt", row)
+            save(run, "best.pt", row)
         except BaseException:
             state.best, state.best_iter = previous  # the old best.pt is still the one on disk
             raise
     state.validated = state.iter  # done; the next training step starts a new loss interval
-    save(net, opt, data, config, rt, state, "last.pt", row)
+    save(run, "last.pt", row)
     return row
-
-
-def append_metrics_row(run_dir, row):
-    """metrics.csv with `row` as its last line: rows from iteration row["iter"] on (written by a run
-    that went further before it was stopped, and now redone) are replaced, so no iteration ever
-    has two rows. The file is rewritten whole (files.replace_file)."""
-    path = os.path.join(run_dir, "metrics.csv")
-    rows = []
-    if os.path.exists(path):
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("iter", "").isdigit() and int(r["iter"]) < row["iter"]]
-    text = io.StringIO()
-    w = csv.DictWriter(text, fieldnames=list(row), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows + [row])
-    replace_text(path, text.getvalue())
 
 
 def validation_due(config, state):
@@ -548,10 +335,11 @@ def validation_due(config, state):
     return bool(every) and state.iter % every == 0 and 0 < state.iter < config["max_iters"]
 
 
-def save(net, opt, data, config, rt, state, name, metrics=None):
+def save(run, name, metrics=None):
     """A complete checkpoint (rank 0), never of a run whose loss has gone non-finite. It records
     the best.pt on disk (best_metric, best_iter), the loss since the last validation, and whether
     the validation due at its iteration has yet to run (pending_validation)."""
+    config, rt, state, data = run.config, run.rt, run.state, run.data
     check_finite(state, config["out_dir"])
     pending = validation_due(config, state) and state.validated != state.iter
     rng = runtime.rng_state(rt.device)
@@ -559,7 +347,7 @@ def save(net, opt, data, config, rt, state, name, metrics=None):
         rng = state.validation_rng[1]  # the validation's data loader has drawn from it: resume redraws
     if rt.master:
         save_checkpoint(os.path.join(config["out_dir"], name), {
-            "model": net.state_dict(), "optimizer": opt.state_dict(),
+            "model": run.net.state_dict(), "optimizer": run.opt.state_dict(),
             "scaler": rt.scaler.state_dict() if rt.scaler is not None else None,
             "config": config, "iter": state.iter, "best_metric": state.best, "best_iter": state.best_iter,
             "validated": state.validated, "pending_validation": pending,
@@ -568,33 +356,43 @@ def save(net, opt, data, config, rt, state, name, metrics=None):
             "metrics": metrics or {}, "rng": rng})
 
 
-def recompute_bn(net, data, config, rt):
+def recompute_bn(run):
     """compute_bn_statistics.py: BN statistics over the whole training set (evaluation transforms),
     each rank its share, averaged across ranks."""
-    mine = range(rt.rank, len(data.train_set), rt.world)
-    if data.on_device is not None:  # the same frames, already on the device: resized and normalised there
-        loader = data.on_device.eval_batches(mine, config["batch_size"], config["height"], config["width"])
-    else:
-        with user_errors():
-            train_eval = build_dataset(config, "train", train=False)
-        loader = read_errors(torch.utils.data.DataLoader(
-            torch.utils.data.Subset(train_eval, mine), config["batch_size"], collate_fn=collate_images,
-            **rt.loader_kwargs(config["num_workers"]), generator=quiet_generator()))
-    engine.recompute_bn_statistics(net, loader, rt.device, rt.dtype, rt.channels_last)
+    with user_errors():
+        loader = run.data.bn_batches()
+    engine.recompute_bn_statistics(run.net, loader, run.rt.device, run.rt.dtype, run.rt.channels_last)
 
 
 # -- the end of a run ---------------------------------------------------------------------------
-def finish(net, opt, data, config, rt, state, tb, log):
+def finish(run):
+    """last.pt, then the final evaluation; Ctrl-C or SIGTERM during it (it may take a while) keeps
+    last.pt true to best.pt. Returns (exit status, the final validation's row or None)."""
+    state, best_before = run.state, run.state.best_iter
+    try:
+        with engine.Interrupts(stop_signals(run.rt)):  # SIGTERM stops it as Ctrl-C does
+            save(run, "last.pt")  # the final evaluation may take a while
+            return 0, final_evaluation(run)
+    except KeyboardInterrupt:
+        if state.best_iter != best_before:  # it wrote best.pt: last.pt must record it
+            save(run, "last.pt")
+        last = os.path.join(run.config["out_dir"], "last.pt")
+        run.log(f"interrupted in the final evaluation: {last} holds iteration {state.iter}; --resume={last} "
+                f"runs the evaluation again")
+        return 130, None
+
+
+def final_evaluation(run):
     """compute_bn_statistics.py (BN statistics over the training set), then the final validation
     (None without a validation split: last.pt holds the final weights)."""
-    no_val = data.val_set is None
+    config, no_val = run.config, run.data.val_set is None
     if config["bn_recompute"] and (no_val or not config["bn_recompute_val"]):  # else validate() does it
-        log("recomputing BatchNorm statistics over the training set (compute_bn_statistics.py)")
-        recompute_bn(net, data, config, rt)
+        run.log("recomputing BatchNorm statistics over the training set (compute_bn_statistics.py)")
+        recompute_bn(run)
         if no_val:  # last.pt (saved before this) gets the recomputed statistics
-            save(net, opt, data, config, rt, state, "last.pt")
-    final = None if no_val else validate(net, opt, data, config, rt, state, tb, log)
-    if rt.ddp:
+            save(run, "last.pt")
+    final = None if no_val else validate(run)
+    if run.rt.ddp:
         torch.distributed.destroy_process_group()
     return final
 

@@ -11,6 +11,9 @@ Every entry point returns a `segnet.model.SegNet` in eval mode that maps (B, 3, 
 """
 import pathlib
 
+from segnet.model import SegNet
+from segnet.weights import load_weights_file
+
 dependencies = ["torch", "torchvision"]
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -24,9 +27,6 @@ HOW_TO_TRAIN = {
 
 
 def _build(spec, num_classes, pretrained, **kw):
-    from segnet.model import SegNet
-    from segnet.weights import load_weights_file
-
     if not pretrained:
         model = SegNet(num_classes, spec=spec, **kw)
         model.class_names, model.normalize = None, None

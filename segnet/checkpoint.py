@@ -2,15 +2,21 @@
 names, metrics, RNG state), written to a temp file and renamed; and the one way back to a model.
 
     model, ckpt = model_from_checkpoint("checkpoints/RUN/best.pt")   # evaluation, export
+
+Every file records its kind. v2 files hold their whole config (every key of the run); v1 files,
+written before, may lack keys the script gained later, and are migrated on load (migrate_v1).
 """
 import pathlib
 
 import torch
 
+from .build import build_model
+from .config import V1_DEFAULTS
 from .files import replace_file, serialized, temp_files
 
-CHECKPOINT_KIND = "segnet-checkpoint-v1"
-WEIGHTS_KIND = "segnet-weights-v1"  # shipped weights (segnet/weights.py): model, config, class names only
+CHECKPOINT_KIND = "segnet-checkpoint-v2"
+WEIGHTS_KIND = "segnet-weights-v2"  # shipped weights (segnet/weights.py): model, config, class names only
+V1_KINDS = {"segnet-checkpoint-v1": CHECKPOINT_KIND, "segnet-weights-v1": WEIGHTS_KIND}
 
 
 def save_checkpoint(path, checkpoint):
@@ -38,6 +44,8 @@ def load_checkpoint(path, map_location="cpu", kinds=(CHECKPOINT_KIND,)):
     except Exception as e:  # torch's own message is long and about its unpickler, not the file
         raise ValueError(f"checkpoint {path} cannot be read ({e.__class__.__name__}): it is corrupt or not a "
                          f"PyTorch file; expected last.pt or best.pt written by Train_SegNet.py") from None
+    if isinstance(ckpt, dict) and ckpt.get("kind") in V1_KINDS:
+        ckpt = migrate_v1(ckpt)
     if isinstance(ckpt, dict) and ckpt.get("kind") == WEIGHTS_KIND and WEIGHTS_KIND not in kinds:
         raise ValueError(f"{path} is a weights file (model only, no optimizer state): it can be evaluated "
                          f"or exported, not resumed; resume from a training run's last.pt")
@@ -55,25 +63,26 @@ def _fit(path, load):
         raise ValueError(f"checkpoint {path} does not fit this model: {detail[:400]}") from None
 
 
-TRAINING_SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "Train_SegNet.py"
-
-
-def complete_config(config):
-    """A stored config with every key of Train_SegNet.py's hyperparameter block: a key the block
-    gained after the checkpoint was written takes the block's default, so library code reads every
-    key directly and the block stays the one place a default is written."""
-    from .config import script_defaults
-    return {**script_defaults(TRAINING_SCRIPT), **config}
+def migrate_v1(ckpt):
+    """A v1 file's dict as v2: its config completed with the v1 defaults (the values a missing key
+    had when the file was written), then the values v2 renamed: compile is a bool ("auto" was
+    always off), channels_last and data_on_device are strings (older runs stored bools), and
+    conv_wgrad is gone (the runtime decides it). The file itself is not rewritten."""
+    config = {**V1_DEFAULTS, **ckpt["config"]}
+    config.pop("conv_wgrad", None)
+    config["compile"] = config["compile"] in (True, "true")
+    for key in ("channels_last", "data_on_device"):
+        if isinstance(config[key], bool):
+            config[key] = "true" if config[key] else "false"
+    return {**ckpt, "kind": V1_KINDS[ckpt["kind"]], "config": config}
 
 
 def model_from_checkpoint(path, ckpt=None):
-    """The model a checkpoint (or a shipped weights file) describes (its own config, completed by
-    complete_config), with its weights in fp32, on the CPU in eval mode, and the checkpoint dict.
-    `ckpt`: the dict if already loaded from `path`. Evaluation, resume and export all come through
-    here, so a checkpoint that does not fit says so in one way."""
-    from .build import build_model
+    """The model a checkpoint (or a shipped weights file) describes (its own config), with its
+    weights in fp32, on the CPU in eval mode, and the checkpoint dict. `ckpt`: the dict if already
+    loaded from `path` (by load_checkpoint, so migrated). Evaluation, resume and export all come
+    through here, so a checkpoint that does not fit says so in one way."""
     ckpt = load_checkpoint(path, kinds=(CHECKPOINT_KIND, WEIGHTS_KIND)) if ckpt is None else ckpt
-    ckpt["config"] = complete_config(ckpt["config"])
     model = build_model(ckpt["config"], init=False)
     _fit(path, lambda: model.load_state_dict(ckpt["model"]))
     return model.eval(), ckpt

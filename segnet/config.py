@@ -4,15 +4,13 @@ Used by Train_SegNet.py (over its hyperparameter block, with named presets), Eva
 `python -m segnet.bench` and `python -m segnet.data`. nanoGPT's configurator idea without `exec`:
 every override is parsed, type-checked against the default's type, and an unknown key is refused
 with the list of valid ones. A boolean key, or one that takes true, may also be given bare
-(`--compile` = `--compile=true`).
+(`--hflip` = `--hflip=true`).
 Keys starting with `_` are internal: accepted, but not listed by --help.
 """
-import ast
-import pathlib
-
 from .errors import UserError
 
-# Named presets, applied before explicit --key=value (which still win).
+# Named presets, applied before explicit --key=value (which still win). A preset states only what
+# it changes: from Train_SegNet.py's defaults, or, with "extends", from the preset it names.
 PRESETS = {
     "camvid": {},  # the defaults at the top of Train_SegNet.py are the paper's CamVid recipe
     # SegNet-Basic (Table 1), SegNet-Tutorial Models/segnet_basic_solver.prototxt: SGD lr 0.1 fixed,
@@ -35,12 +33,7 @@ PRESETS = {
     # select the model which performs highest on a validation dataset" (here by G, as segnet_basic).
     # 16,000 iterations x 12 images = 523 epochs of the 367 training frames, chainercv's schedule for
     # the same recipe. Everything else is segnet_basic's.
-    "segnet_basic_paper": {
-        "model": "segnet_basic", "init_encoder": "none", "normalize": "raw255", "optimizer": "sgd",
-        "batch_size": 12, "max_iters": 16000, "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005,
-        "lr_schedule": "fixed", "caffe_lr_mult": True, "class_weights": "paper", "eval_interval": 500,
-        "best_metric": "global_accuracy", "bn_recompute_val": True,
-    },
+    "segnet_basic_paper": {"extends": "segnet_basic", "batch_size": 12, "max_iters": 16000},
     # SegNet-Lite on 64x64 multi-digit MNIST: the second reference system. Tuned to reach test
     # mIoU >= 0.85 within 10 minutes on any 2-core x86 CPU: 1,200 iterations gave 89.20 in 482 s
     # on an fp32-only AMD EPYC (docs/reproduction.md); 2,500 gave 92.43 but took ~15 minutes there.
@@ -54,6 +47,31 @@ PRESETS = {
         "hflip": False, "log_interval": 25, "download": True,
     },
 }
+
+# Train_SegNet.py's hyperparameter block as it stood while checkpoints and weights files of kind v1
+# were written (segnet.checkpoint migrates them on load). Frozen: a v1 file never changes, so
+# neither does this table, whatever the script's defaults become.
+V1_DEFAULTS = {
+    "config": "camvid", "dataset": "camvid", "data_root": "data/CamVid", "download": True, "num_classes": 11,
+    "height": 360, "width": 480, "hflip": False, "scale_min": 1.0, "normalize": "auto", "eval_split": "val",
+    "num_workers": "auto", "model": "segnet", "init_encoder": "vgg16", "bayesian": False, "dropout": 0.5,
+    "class_weights": "auto", "optimizer": "sgd", "batch_size": 4, "max_iters": 40000, "lr": 0.001,
+    "momentum": 0.9, "weight_decay": 0.0005, "caffe_lr_mult": True, "lr_schedule": "fixed",
+    "eval_interval": 1000, "best_metric": "mean_iou", "bn_recompute": True, "bn_recompute_val": False,
+    "out_dir": "", "overwrite": False, "resume": "", "log_interval": 10, "device": "auto", "dtype": "auto",
+    "channels_last": "auto", "conv_wgrad": "auto", "compile": "auto", "data_on_device": "auto",
+    "sync_bn": False, "seed": 0,
+}
+
+
+def resolve_preset(name, presets=PRESETS):
+    """A preset's whole set of changes: those of the preset it extends (recursively), then its own."""
+    if name not in presets:
+        raise UserError(f"--config={name}: unknown preset; expected one of {sorted(presets)}")
+    own = dict(presets[name])
+    base = own.pop("extends", None)
+    return {**(resolve_preset(base, presets) if base is not None else {}), **own}
+
 
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -86,16 +104,14 @@ def parse_overrides(defaults, argv, presets=PRESETS, choices=None, minimums=None
     for arg in argv:
         if arg.startswith("--") and "=" not in arg and (isinstance(defaults.get(arg[2:]), bool)
                                                         or "true" in (choices or {}).get(arg[2:], ())):
-            arg += "=true"  # a boolean, or a key with true among its values (compile=auto|true|false)
+            arg += "=true"  # a boolean, or a key with true among its values (channels_last=auto|true|false)
         if not arg.startswith("--") or "=" not in arg:
             raise UserError(f"unexpected argument {arg!r}: use --key=value (keys: {', '.join(visible(defaults))})")
         key, value = arg[2:].split("=", 1)
         pairs.append((key, value))
     for key, value in pairs:
         if key == "config":
-            if value not in presets:
-                raise UserError(f"--config={value}: unknown preset; expected one of {sorted(presets)}")
-            config.update(presets[value])
+            config.update(resolve_preset(value, presets))
             config["config"] = value
     for key, value in pairs:
         if key == "config":
@@ -105,8 +121,7 @@ def parse_overrides(defaults, argv, presets=PRESETS, choices=None, minimums=None
         config[key] = parse_value(key, value, defaults[key])
     for key, allowed in (choices or {}).items():
         if config[key] not in allowed:
-            shown = [str(a) for a in allowed if not isinstance(a, bool)]  # a bool kept for old checkpoints goes unsaid
-            raise UserError(f"--{key}={config[key]}: expected one of {', '.join(shown)}")
+            raise UserError(f"--{key}={config[key]}: expected one of {', '.join(map(str, allowed))}")
     for key, low in (minimums or {}).items():
         if config[key] < low:
             raise UserError(f"--{key}={config[key]}: expected a value >= {low}")
@@ -131,18 +146,3 @@ def help_text(doc, defaults, what="options"):
     """A module docstring, then every key with its default."""
     return f"{doc.strip()}\n\n{what} (--key=value):\n{format_config(defaults)}"
 
-
-def script_defaults(path):
-    """The hyperparameter block of a script (module-level `name = literal` lines), read without
-    importing or running it: what `python -m segnet.bench` needs to know of Train_SegNet.py."""
-    tree = ast.parse(pathlib.Path(path).read_text())
-    out = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                value = ast.literal_eval(node.value)
-            except ValueError:
-                continue
-            if isinstance(value, (bool, int, float, str)) and not node.targets[0].id.isupper():
-                out[node.targets[0].id] = value
-    return out

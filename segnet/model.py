@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import wgrad
+from . import conv_weight_grad
 from .files import sha256
 
 
@@ -93,13 +93,13 @@ def _autocast_off(device_type):
 
 class Conv2d(nn.Conv2d):
     """nn.Conv2d (same parameters and state dict) that can compute its weight gradient by GEMMs
-    (`segnet.wgrad`: fp32 training in channels_last on CPUs without AVX512; see
+    (`segnet.conv_weight_grad`: fp32 training in channels_last on CPUs without AVX512; see
     use_gemm_weight_grad). Evaluation, export and every other case run nn.Conv2d itself."""
     gemm_weight_grad = False
 
     def forward(self, x):
-        if self.gemm_weight_grad and self.training and wgrad.applies(self, x):
-            return wgrad.conv2d(x, self)
+        if self.gemm_weight_grad and self.training and conv_weight_grad.applies(self, x):
+            return conv_weight_grad.conv2d(x, self)
         return super().forward(x)
 
 
@@ -316,7 +316,7 @@ def use_scatter_unpool(model, enabled=True):
 
 
 def use_gemm_weight_grad(model, enabled=True):
-    """Switch every conv to the GEMM weight gradient (segnet.wgrad; same gradients up to fp32
+    """Switch every conv to the GEMM weight gradient (segnet.conv_weight_grad; same gradients up to fp32
     rounding, faster in channels_last on AVX2-only CPUs); returns how many convs were switched."""
     convs = [m for m in model.modules() if isinstance(m, Conv2d)]
     for m in convs:

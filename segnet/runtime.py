@@ -13,6 +13,8 @@ import platform
 
 import torch
 
+from .model import use_gemm_weight_grad
+
 # The autocast dtypes a run may ask for ("auto" picks one, see resolve_dtype).
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_CHOICES = ("auto", *DTYPES)
@@ -65,7 +67,7 @@ def resolve_channels_last(value, device, dtype, conv_wgrad="auto", kernel_size=3
     (tensor cores) and on AVX512 CPUs (oneDNN's NHWC kernels are faster there in fp32 and bf16); on
     AVX2-only CPUs only in fp32 with the GEMM weight gradient for 3x3 models, since oneDNN's own NHWC
     weight gradient is slower than NCHW there and so are 7x7 convs (`kernel_size` > 3 keeps NCHW).
-    A checkpoint's stored bool is kept."""
+    A bool (the bench's measured rows pass one) is taken as it is."""
     if isinstance(value, bool):
         return value
     if value in ("true", "false"):
@@ -77,28 +79,15 @@ def resolve_channels_last(value, device, dtype, conv_wgrad="auto", kernel_size=3
     return device.type == "cpu" and dtype == torch.float32 and conv_wgrad != "onednn" and kernel_size <= 3
 
 
-COMPILE_CHOICES = ("auto", "true", "false", True, False)  # a checkpoint of an older run stores a bool
-
-
-def resolve_compile(value, device):
-    """Whether to torch.compile the model. auto: off everywhere for now. On the CPU Inductor's
-    compile takes minutes and measured no faster here; on CUDA it becomes the default once
-    tools/gpu_check.sh's compiled row beats the eager one (docs/gpu.md "What feeds a step")."""
-    if isinstance(value, bool):
-        return value
-    if value not in COMPILE_CHOICES:
-        raise ValueError(f"compile={value}: expected one of auto, true, false")
-    return value == "true"
-
-
 CONV_WGRAD_CHOICES = ("auto", "gemm", "onednn")
 
 
 def resolve_conv_wgrad(value, device, dtype, channels_last):
-    """Whether convs compute their weight gradient by GEMMs (segnet.wgrad) instead of oneDNN.
+    """Whether convs compute their weight gradient by GEMMs (segnet.conv_weight_grad) instead of oneDNN.
     auto: yes for fp32 channels_last training on a CPU without AVX512, where oneDNN's NHWC
     weight-gradient kernel is much slower than its blocked-layout one (docs/performance.md).
-    gemm: wherever it applies (fp32 on the CPU). onednn: never."""
+    gemm: wherever it applies (fp32 on the CPU). onednn: never. Training always uses auto; the
+    other two are for the bench, the profile and the tests (runtime.setup's `conv_wgrad`)."""
     if value not in CONV_WGRAD_CHOICES:
         raise ValueError(f"conv_wgrad={value}: expected one of {', '.join(CONV_WGRAD_CHOICES)}")
     if value == "auto":
@@ -132,8 +121,8 @@ def resolve_num_workers(value, processes=1):
     return n
 
 
-def loader_kwargs(device, num_workers, processes=1):
-    num_workers = resolve_num_workers(num_workers, processes)
+def loader_kwargs(device, num_workers):
+    """DataLoader options for `num_workers` worker processes (a count, resolve_num_workers)."""
     return dict(num_workers=num_workers, pin_memory=device.type == "cuda",
                 persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
 
@@ -147,7 +136,7 @@ class Runtime:
     rank: int = 0
     local_rank: int = 0
     world: int = 1
-    gemm_wgrad: bool = False           # convs compute weight gradients by GEMMs (segnet.wgrad)
+    gemm_wgrad: bool = False           # convs compute weight gradients by GEMMs (segnet.conv_weight_grad)
 
     @property
     def ddp(self):
@@ -169,7 +158,6 @@ class Runtime:
 
     def place(self, model):
         """The model on the device, in the run's memory format, with the run's weight-gradient kernel."""
-        from .model import use_gemm_weight_grad
         model = model.to(self.device)
         use_gemm_weight_grad(model, self.gemm_wgrad)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
@@ -180,7 +168,7 @@ class Runtime:
         return ("channels_last" if self.channels_last else "NCHW") + (", GEMM weight gradients" if self.gemm_wgrad else "")
 
     def loader_kwargs(self, num_workers):
-        return loader_kwargs(self.device, num_workers, self.world)
+        return loader_kwargs(self.device, num_workers)
 
 
 def setup(device="auto", dtype="auto", channels_last="auto", distributed=False, conv_wgrad="auto", kernel_size=3,

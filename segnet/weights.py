@@ -16,7 +16,10 @@ import sys
 import torch
 
 from .checkpoint import WEIGHTS_KIND, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .config import help_text, parse_overrides, wants_help
+from .errors import UserError, run_cli, user_errors
 from .files import check_writable_folder, make_folders, sha256
+from .visualize import checkpoint_palette
 
 
 def weights_from_checkpoint(ckpt, dtype=torch.float32, source=""):
@@ -47,15 +50,12 @@ def load_weights_file(path, **kw):
     if kw:
         weights = {**weights, "config": {**weights["config"], **kw}}
     model, weights = model_from_checkpoint(path, weights)
-    from .visualize import checkpoint_palette
     model.class_names, model.normalize = list(weights["class_names"]), weights["config"]["normalize"]
     model.palette = checkpoint_palette(weights)  # the data set's display colours, one (r, g, b) per class
     return model, weights
 
 
 def main(argv=None):
-    from .config import help_text, parse_overrides, wants_help
-    from .errors import UserError, user_errors
     argv = sys.argv[1:] if argv is None else argv
     defaults = {"out": "", "dtype": "float32"}
     if wants_help(argv):
@@ -81,5 +81,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from .errors import run_cli
     sys.exit(run_cli(main))

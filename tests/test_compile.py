@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segnet import engine
+from segnet import engine, optim
 from segnet.model import SPECS, SegNet, max_unpool2d_channels_last
 
 CPU = torch.device("cpu")
@@ -68,7 +68,7 @@ def test_compiled_training_agrees_with_eager(spec):
     x = (torch.rand(2, 3, 24, 40) * scale).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 5, (2, 24, 40))
     y[:, :2] = 255  # some void
-    opts = [engine.make_optimizer("sgd", m, 0.01, 0.9, 0.0005) for m in (eager, compiled)]
+    opts = [optim.make_optimizer("sgd", m, 0.01, 0.9, 0.0005) for m in (eager, compiled)]
     step_model = torch.compile(compiled)
     losses = [[float(engine.train_step(m, x, y, o, None, CPU, torch.bfloat16)) for _ in range(3)]
               for m, o in ((eager, opts[0]), (step_model, opts[1]))]
@@ -82,14 +82,11 @@ def test_compiled_training_agrees_with_eager(spec):
 
 def test_compile_setting_resolves():
     import Train_SegNet
-    from segnet import runtime
     from segnet.config import parse_overrides
     from segnet.errors import UserError
     d = {"config": "camvid", **Train_SegNet.DEFAULTS}
-    assert d["compile"] == "auto" and runtime.resolve_compile("auto", CPU) is False  # off until measured to win
-    assert parse_overrides(d, ["--compile"], choices=Train_SegNet.CHOICES)["compile"] == "true"  # bare flag
-    assert runtime.resolve_compile("true", CPU) is True and runtime.resolve_compile(False, CPU) is False
-    with pytest.raises(ValueError, match="compile=yes: expected one of auto, true, false"):
-        runtime.resolve_compile("yes", CPU)
-    with pytest.raises(UserError, match="--compile=yes: expected one of auto, true, false$"):  # no bools said
-        parse_overrides(d, ["--compile=yes"], choices=Train_SegNet.CHOICES)
+    assert d["compile"] is False  # off until measured to win
+    assert parse_overrides(d, ["--compile"], choices=Train_SegNet.CHOICES)["compile"] is True  # bare flag
+    assert parse_overrides(d, ["--compile=false"], choices=Train_SegNet.CHOICES)["compile"] is False
+    with pytest.raises(UserError, match="--compile=maybe: expected a boolean"):
+        parse_overrides(d, ["--compile=maybe"], choices=Train_SegNet.CHOICES)

@@ -16,7 +16,7 @@ import torch
 import Evaluate_SegNet
 import Train_SegNet
 from helpers import make_tutorial_camvid
-from segnet import engine
+from segnet import engine, optim
 from segnet.model import SegNet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +46,7 @@ def test_train_step_under_each_autocast_dtype(dtype):
     device = torch.device("cuda")
     torch.manual_seed(0)
     model = SegNet(5, spec="segnet_lite").to(device)
-    opt = engine.make_optimizer("sgd", model, 0.05, 0.9, 0.0)
+    opt = optim.make_optimizer("sgd", model, 0.05, 0.9, 0.0)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     x = torch.rand(2, 3, 32, 48, device=device)
     y = torch.randint(0, 5, (2, 32, 48), device=device)
@@ -166,7 +166,7 @@ def test_compiled_training_agrees_with_eager_on_the_gpu(spec):
     compiled = copy.deepcopy(eager)
     x = torch.rand(2, 3, 32, 48, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 5, (2, 32, 48), device=device)
-    opts = [engine.make_optimizer("sgd", m, 0.01, 0.9, 0.0005) for m in (eager, compiled)]
+    opts = [optim.make_optimizer("sgd", m, 0.01, 0.9, 0.0005) for m in (eager, compiled)]
     step_model = torch.compile(compiled)
     losses = [[float(engine.train_step(m, x, y, o, None, device, torch.bfloat16)) for _ in range(20)]
               for m, o in ((eager, opts[0]), (step_model, opts[1]))]

@@ -176,10 +176,11 @@ def test_model_from_checkpoint_one_message_for_a_misfit(trained, tmp_path):
 
 
 def test_a_checkpoint_without_a_newer_key_takes_the_training_default(trained, tmp_path):
-    """Library code reads every config key directly: a checkpoint written before a key existed gets
-    the default from Train_SegNet.py's block (the one place a default is written)."""
+    """Library code reads every config key directly: a v1 checkpoint written before a key existed
+    gets the value the training default had then (checkpoint.migrate_v1)."""
     from segnet.checkpoint import model_from_checkpoint
     ckpt = torch.load(trained[1][False], weights_only=True)
+    ckpt["kind"] = "segnet-checkpoint-v1"
     for key in ("dropout", "bayesian", "hflip"):
         del ckpt["config"][key]
     old = tmp_path / "old.pt"

@@ -23,7 +23,7 @@ def test_channels_last_explicit_and_stored_values():
     cpu = torch.device("cpu")
     assert runtime.resolve_channels_last("true", cpu, torch.float32) is True
     assert runtime.resolve_channels_last("false", cpu, torch.bfloat16) is False
-    assert runtime.resolve_channels_last(True, cpu, torch.float32) is True  # an older checkpoint's bool
+    assert runtime.resolve_channels_last(True, cpu, torch.float32) is True  # a bool, as the bench's rows pass
     with pytest.raises(ValueError, match="channels_last=yes: expected one of auto, true, false"):
         runtime.resolve_channels_last("yes", cpu, torch.float32)
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 import Train_SegNet
 from helpers import make_tutorial_camvid
-from segnet import engine, evaluation
-from segnet.config import PRESETS, parse_overrides
+from segnet import engine, evaluation, optim
+from segnet.config import PRESETS, parse_overrides, resolve_preset
 from segnet.data import sampling
 from segnet.errors import UserError
 from segnet.model import SegNet
@@ -85,16 +85,16 @@ def test_caffe_loss_normalisation_hand_computed():
 
 def test_caffe_param_groups_and_schedules():
     m = SegNet(num_classes=3, spec="segnet_lite")
-    groups = engine.caffe_param_groups(m, 0.0005)
+    groups = optim.caffe_param_groups(m, 0.0005)
     assert [(g["lr_mult"], g["weight_decay"]) for g in groups] == [(1.0, 0.0005), (2.0, 0.0), (1.0, 0.0)]
     assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
     assert any(p is m.classifier.bias for p in groups[1]["params"])
     opt = torch.optim.SGD(groups, lr=0.1)
-    engine.set_lr(opt, 0.01)
+    optim.set_lr(opt, 0.01)
     assert [g["lr"] for g in opt.param_groups] == [0.01, 0.02, 0.01]
-    assert engine.learning_rate("fixed", 0.1, 500, 1000) == 0.1
-    assert abs(engine.learning_rate("cosine", 0.1, 500, 1000) - 0.05) < 1e-12
-    assert abs(engine.learning_rate("poly", 0.1, 500, 1000) - 0.1 * 0.5 ** 0.9) < 1e-12
+    assert optim.learning_rate("fixed", 0.1, 500, 1000) == 0.1
+    assert abs(optim.learning_rate("cosine", 0.1, 500, 1000) - 0.05) < 1e-12
+    assert abs(optim.learning_rate("poly", 0.1, 500, 1000) - 0.1 * 0.5 ** 0.9) < 1e-12
 
 
 def test_tiny_model_overfits_one_batch():
@@ -162,13 +162,35 @@ def test_epoch_batches_resume_mid_epoch_and_ranks_share_each_epoch():
 
 
 def test_segnet_basic_paper_preset_is_segnet_basic_at_batch_12():
-    paper, tutorial = PRESETS["segnet_basic_paper"], PRESETS["segnet_basic"]
+    paper, tutorial = resolve_preset("segnet_basic_paper"), resolve_preset("segnet_basic")
     assert (paper["batch_size"], paper["max_iters"], tutorial["batch_size"], tutorial["max_iters"]) == (12, 16000, 4, 10000)
     same = {k: v for k, v in paper.items() if k not in ("batch_size", "max_iters")}
     assert same == {k: tutorial[k] for k in same} and set(same) == set(tutorial) - {"batch_size", "max_iters"}
     c = parse_overrides({"config": "camvid", **Train_SegNet.DEFAULTS}, ["--config=segnet_basic_paper"])
     assert (c["lr"], c["lr_schedule"], c["momentum"], c["normalize"], c["model"]) == (0.1, "fixed", 0.9, "raw255", "segnet_basic")
     assert (c["eval_interval"], c["bn_recompute_val"], c["best_metric"]) == (500, True, "global_accuracy")
+
+
+def test_presets_resolve_to_the_recipes_they_stand_for():
+    """A preset states only its changes ("extends" names the preset it changes); resolved, each
+    gives exactly the recipe it gave when every preset was written out whole."""
+    assert {k: v for k, v in PRESETS["segnet_basic_paper"].items()} == \
+        {"extends": "segnet_basic", "batch_size": 12, "max_iters": 16000}
+    assert resolve_preset("segnet_basic_paper") == {
+        "model": "segnet_basic", "init_encoder": "none", "normalize": "raw255", "optimizer": "sgd",
+        "batch_size": 12, "max_iters": 16000, "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005,
+        "lr_schedule": "fixed", "caffe_lr_mult": True, "class_weights": "paper", "eval_interval": 500,
+        "best_metric": "global_accuracy", "bn_recompute_val": True}
+    assert resolve_preset("segnet_basic") == {
+        "model": "segnet_basic", "init_encoder": "none", "normalize": "raw255", "optimizer": "sgd",
+        "batch_size": 4, "max_iters": 10000, "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005,
+        "lr_schedule": "fixed", "caffe_lr_mult": True, "class_weights": "paper", "eval_interval": 500,
+        "best_metric": "global_accuracy", "bn_recompute_val": True}
+    assert resolve_preset("camvid") == {}
+    assert resolve_preset("multidigit_mnist") == PRESETS["multidigit_mnist"]
+    for name, own in PRESETS.items():  # no preset restates a value of the preset it extends
+        base = resolve_preset(own["extends"]) if "extends" in own else {}
+        assert not [k for k, v in own.items() if k in base and base[k] == v], name
 
 
 # -- whole runs -------------------------------------------------------------------------------
@@ -399,7 +421,7 @@ def test_real_mnist_short_training_lowers_the_loss(mnist_root):
     loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     model = build_model(config)
-    opt = engine.make_optimizer("adamw", model, 0.003, 0.9, 0.0001, caffe_lr_mult=False)
+    opt = optim.make_optimizer("adamw", model, 0.003, 0.9, 0.0001, caffe_lr_mult=False)
     losses = []
     for i, (x, y) in zip(range(40), loader):
         losses.append(float(engine.train_step(model, x, y, opt, None, torch.device("cpu"), torch.float32)))
@@ -425,7 +447,7 @@ def test_choices_come_from_the_registries_and_flags_may_be_bare():
     from segnet.model import SPECS
     c = Train_SegNet.CHOICES
     assert c["model"] == tuple(SPECS) and tuple(c["dataset"]) == tuple(DATASETS)  # read at parse time
-    assert c["optimizer"] == tuple(engine.OPTIMIZERS) and c["lr_schedule"] == tuple(engine.LR_SCHEDULES)
+    assert c["optimizer"] == tuple(optim.OPTIMIZERS) and c["lr_schedule"] == tuple(optim.LR_SCHEDULES)
     assert c["dtype"] == ("auto", *runtime.DTYPES)
     d = {"config": "camvid", **Train_SegNet.DEFAULTS}
     assert parse_overrides(d, ["--hflip"])["hflip"] is True
@@ -434,7 +456,36 @@ def test_choices_come_from_the_registries_and_flags_may_be_bare():
 
 
 def test_no_library_module_imports_the_training_script():
+    """The library never reads the script; the bench, a top-level tool, may read its block."""
     import pathlib
+    bench = pathlib.Path(REPO, "segnet", "bench")
     for path in pathlib.Path(REPO, "segnet").rglob("*.py"):
+        if bench in path.parents:
+            continue
         text = path.read_text()
         assert "import Train_SegNet" not in text and "sys.path.insert" not in text, path
+
+
+def test_a_v1_file_is_migrated_on_load_and_new_files_are_v2(tmp_path):
+    """v1 files (written before every key was stored) load as v2: the missing keys take the frozen
+    v1 defaults, compile becomes a bool, a bool channels_last a string, and conv_wgrad goes."""
+    from segnet.checkpoint import CHECKPOINT_KIND, load_checkpoint, model_from_checkpoint, save_checkpoint
+    net = SegNet(num_classes=3, spec="segnet_lite")
+    old = {"kind": "segnet-checkpoint-v1", "model": net.state_dict(), "class_names": ["a", "b", "c"],
+           "config": {"config": "mine", "model": "segnet_lite", "num_classes": 3, "init_encoder": "none",
+                      "compile": "auto", "conv_wgrad": "gemm", "channels_last": True}}
+    torch.save(old, tmp_path / "v1.pt")
+    ck = load_checkpoint(tmp_path / "v1.pt")
+    assert ck["kind"] == CHECKPOINT_KIND == "segnet-checkpoint-v2"
+    c = ck["config"]
+    assert "conv_wgrad" not in c and c["compile"] is False and c["channels_last"] == "true"
+    assert (c["config"], c["model"], c["num_classes"]) == ("mine", "segnet_lite", 3)  # its own values stay
+    assert (c["dropout"], c["bayesian"], c["normalize"], c["data_on_device"], c["seed"]) == (0.5, False, "auto", "auto", 0)
+    assert set(c) == set(Train_SegNet.DEFAULTS) | {"config"}  # every key a v2 run writes
+    old["config"]["compile"] = True
+    torch.save(old, tmp_path / "v1_compiled.pt")
+    assert load_checkpoint(tmp_path / "v1_compiled.pt")["config"]["compile"] is True
+    model, _ = model_from_checkpoint(tmp_path / "v1.pt")
+    assert model.classifier.out_channels == 3
+    save_checkpoint(tmp_path / "v2.pt", {k: v for k, v in ck.items() if k != "kind"})
+    assert torch.load(tmp_path / "v2.pt", weights_only=True)["kind"] == "segnet-checkpoint-v2"

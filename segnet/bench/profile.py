@@ -22,7 +22,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from .. import engine, runtime
+from .. import engine, optim, runtime
 from ..config import help_text, parse_overrides, wants_help
 from ..errors import UserError, run_cli, user_errors
 from ..model import SPECS, SegNet
@@ -54,7 +54,7 @@ def make_step(opts):
     model = rt.place(SegNet(11, spec=opts["model"])).train()
     images = rt.images(torch.rand(opts["batch_size"], 3, opts["height"], opts["width"]))
     masks = torch.randint(0, 11, (opts["batch_size"], opts["height"], opts["width"]), device=rt.device)
-    optimizer = engine.make_optimizer("sgd", model, 0.001, 0.9, 0.0005)
+    optimizer = optim.make_optimizer("sgd", model, 0.001, 0.9, 0.0005)
     step_model = torch.compile(model) if opts.get("compile") else model
 
     def step():

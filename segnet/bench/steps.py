@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .. import engine, evaluation, runtime
+from .. import engine, evaluation, optim, runtime
 from ..class_weights import compute_class_weights
 from ..model import SegNet
 from .reference import NUM_CLASSES, PlainSegNet
@@ -82,7 +82,7 @@ def time_step(job):
         rt = runtime.setup(job["device"], job["dtype"], job["channels_last"], conv_wgrad=job["conv_wgrad"])
         model = rt.place(SegNet(NUM_CLASSES))
         images = rt.images(images)
-        optimizer = engine.make_optimizer("sgd", model, 0.001, 0.9, 0.0005)
+        optimizer = optim.make_optimizer("sgd", model, 0.001, 0.9, 0.0005)
         scaler = rt.scaler
     step_model = torch.compile(model) if job["compile"] and not yard else model
 

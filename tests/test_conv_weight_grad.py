@@ -1,9 +1,9 @@
-"""The GEMM weight gradient (segnet.wgrad) against autograd through torch's own convolution."""
+"""The GEMM weight gradient (segnet.conv_weight_grad) against autograd through torch's own convolution."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from segnet import runtime, wgrad
+from segnet import conv_weight_grad, runtime
 from segnet.model import SegNet, use_gemm_weight_grad
 
 
@@ -12,7 +12,7 @@ def _conv_grads(x, weight, bias, padding, gemm, upstream):
     weight = weight.clone().requires_grad_()
     bias = bias.clone().requires_grad_()
     if gemm:
-        y = wgrad._Conv2dGemmWeightGrad.apply(x, weight, bias, padding)
+        y = conv_weight_grad._Conv2dGemmWeightGrad.apply(x, weight, bias, padding)
     else:
         y = F.conv2d(x, weight, bias, padding=padding)
     (y * upstream).sum().backward()
@@ -45,9 +45,9 @@ def test_weight_grad_gemm_with_small_chunks_and_any_layout():
     ref = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
                                               [False, True, False])[1]
     for chunk in (1, 7, 10_000):   # chunk boundaries anywhere in the pixel axis
-        torch.testing.assert_close(wgrad.weight_grad_gemm(x, grad, 3, 1, chunk=chunk), ref, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(conv_weight_grad.weight_grad_gemm(x, grad, 3, 1, chunk=chunk), ref, rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="grad_out is 11x9; a stride-1 3x3 conv with padding 0 of 11x9 gives 9x7"):
-        wgrad.weight_grad_gemm(x, grad, 3, 0)
+        conv_weight_grad.weight_grad_gemm(x, grad, 3, 0)
 
 
 def test_segnet_training_step_gradients_match_onednn():
@@ -78,12 +78,12 @@ def test_off_when_not_applicable():
     use_gemm_weight_grad(model)
     conv = model.classifier
     x = torch.rand(1, conv.in_channels, 8, 8)
-    assert wgrad.applies(conv, x)
+    assert conv_weight_grad.applies(conv, x)
     with torch.no_grad():
-        assert not wgrad.applies(conv, x)
+        assert not conv_weight_grad.applies(conv, x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not wgrad.applies(conv, x)
-    assert not wgrad.applies(conv, x.double())
+        assert not conv_weight_grad.applies(conv, x)
+    assert not conv_weight_grad.applies(conv, x.double())
     model.eval()
     x = torch.rand(1, 3, 16, 16).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():  # evaluation runs nn.Conv2d itself: bit-identical to the plain model

@@ -15,7 +15,7 @@ both laid out NHWC on the same (H+2p) x (W+2p) grid per image (G gets k-1 zero r
 a shift by (i, j) is a constant offset i*(W+2p)+j into the flattened pixel axis of the whole
 batch, so every shifted X is a contiguous slice: k*k GEMMs on views, no im2col. The pixel axis is cut into chunks so that a
 chunk of G and X stays in cache across the k*k GEMMs. The sums equal autograd's up to fp32
-rounding order (tests/test_wgrad.py).
+rounding order (tests/test_conv_weight_grad.py).
 """
 import torch
 import torch.nn.functional as F
