@@ -21,12 +21,12 @@ import torch
 from tqdm import tqdm
 
 from segnet import engine, evaluation, optim, runtime
-from segnet.build import DATASETS, NORMALIZE_CHOICES, build_model, resolve_normalize
+from segnet.build import NORMALIZE_CHOICES, build_model, resolve_normalize
 from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_optimizer, save_checkpoint
 from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS
 from segnet.class_weights import resolve_method
 from segnet.config import format_config, help_text, parse_overrides, wants_help
-from segnet.data import SPLITS, DatasetNames
+from segnet.data import DATASETS, SPLITS, DatasetNames
 from segnet.device_data import DATA_ON_DEVICE_CHOICES
 from segnet.errors import DataError, UserError, WorkerDied, run_cli, user_errors
 from segnet.files import replace_text
@@ -50,7 +50,7 @@ normalize = "auto"           # auto (ImageNet mean/std with VGG weights, else /2
 eval_split = "val"           # split for validation during training: val | test
 num_workers = "auto"         # DataLoader worker processes: auto (the cores less one, 2 to 16) | 0, 1, 2, ...
 # model
-model = "segnet"             # segnet (VGG16, Sec. 3) | segnet_basic (Table 1) | segnet_lite (multi-digit MNIST)
+model = "segnet"             # segnet (VGG16, Sec. 3) | segnet_basic (Table 1; its seven other decoders: segnet.table1) | segnet_lite (multi-digit MNIST)
 init_encoder = "vgg16"       # Sec. 3.2: ImageNet VGG16 | vgg16_bn | none | path to a state dict
 bayesian = False             # Bayesian SegNet: dropout after the deepest 3 encoder/decoder stages
 dropout = 0.5                # Kendall et al. 2015: p = 0.5
@@ -97,9 +97,8 @@ CHOICES = {
 RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
                      "out_dir", "resume", "device", "dtype", "channels_last", "compile", "bn_recompute", "bn_recompute_val",
                      "best_metric", "data_on_device", "overwrite")
-MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_interval": 1,
-            "eval_interval": 0, "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0,
-            "scale_min": 0.01}
+MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_interval": 1, "eval_interval": 0,
+            "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0, "scale_min": 0.01}
 
 
 @dataclasses.dataclass

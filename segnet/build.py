@@ -1,7 +1,7 @@
 """Data sets and models from a config dict (the hyperparameters of Train_SegNet.py); the registries
 here (NORMALIZE_CHOICES), in segnet.data (DATASETS, segnet.data.register) and in segnet.model (SPECS) give
 the allowed values."""
-from .data import DATASETS, entry  # noqa: F401  (DATASETS: the scripts read the registry from here)
+from .data import entry
 from .model import SPECS, SegNet, load_vgg16_encoder
 from .transforms import NORMALIZATIONS, eval_transforms, normalization_for, train_transforms
 

@@ -18,6 +18,8 @@ resampling kernels are CUDA's (the crop boxes and flips are drawn on the CPU, so
 import torch
 from torchvision import tv_tensors
 
+from .transforms import train_geometry
+
 DATA_ON_DEVICE_CHOICES = ("auto", "true", "false")
 FREE_MEMORY_SHARE = 0.25  # auto: on CUDA when the split takes under a quarter of free memory
 
@@ -99,7 +101,6 @@ class DeviceData:
     def eval_batches(self, indices, batch_size, height, width):
         """Batches of `indices` in order, resized and normalised as evaluation's transforms do
         (no augmentation): compute_bn_statistics.py's pass over the training split."""
-        from .transforms import train_geometry
         view = DeviceData(self.images, self.masks, train_geometry(height, width), self.to_float, self.device)
         indices = list(indices)
         return view.batches([[(i, 0) for i in indices[k:k + batch_size]] for k in range(0, len(indices), batch_size)])

@@ -24,8 +24,14 @@ import torch
 import torch.nn as nn
 
 from .bench.exported import bench_cpu, bench_unpool, cpu_lines
+from .checkpoint import model_from_checkpoint
+from .config import help_text, parse_overrides, wants_help
 from .data import palette_for
+from .errors import UserError, run_cli, user_errors
 from .files import check_writable_folder, replace_file, serialized
+from .model import use_scatter_unpool
+from .transforms import NORMALIZATIONS, input_to_unit
+from .visualize import checkpoint_palette
 
 DEFAULTS = {
     "format": "onnx",     # onnx | torchscript
@@ -51,8 +57,6 @@ ORT_MISSING = "onnxruntime is not installed, so the ONNX file was not run: `pip 
 # -- the model as it is exported ----------------------------------------------------------------
 def load_model(ckpt_path):
     """(model in eval mode, config, class names, palette) from a checkpoint or a shipped weights file."""
-    from .checkpoint import model_from_checkpoint
-    from .visualize import checkpoint_palette
     model, ckpt = model_from_checkpoint(ckpt_path)
     return model, dict(ckpt["config"]), list(ckpt["class_names"]), checkpoint_palette(ckpt)
 
@@ -66,7 +70,6 @@ class Exportable(nn.Module):
 
     def __init__(self, model, normalize, argmax=False):
         super().__init__()
-        from .transforms import NORMALIZATIONS, input_to_unit
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize={normalize!r}: expected one of {NORMALIZATIONS}")
         mean, std = input_to_unit(normalize)
@@ -83,7 +86,6 @@ class Exportable(nn.Module):
 def exportable(model, normalize, argmax=False, scatter=True):
     """A copy of `model` wrapped for export; `scatter` switches its unpooling to the export-friendly
     max_unpool2d_scatter (same values; MaxUnpool2d stays faster in PyTorch, see docs/export.md)."""
-    from .model import use_scatter_unpool
     model = copy.deepcopy(model).eval()
     if scatter:
         use_scatter_unpool(model)
@@ -282,8 +284,6 @@ def check(model, config, runner, height, width, dynamic):
 
 
 def main(argv=None):
-    from .config import help_text, parse_overrides, wants_help
-    from .errors import UserError, user_errors
     argv = sys.argv[1:] if argv is None else argv
     if wants_help(argv):
         print(help_text(__doc__, DEFAULTS))
@@ -331,5 +331,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from .errors import run_cli
     sys.exit(run_cli(main))

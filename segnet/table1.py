@@ -11,7 +11,6 @@ the interface). Run again after an interruption: finished runs are picked up fro
 and an unfinished one resumes from its last.pt. docs/reproduction.md gives the decoders' choices.
 """
 import json
-import os
 import pathlib
 import shlex
 import subprocess

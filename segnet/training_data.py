@@ -9,9 +9,9 @@ import os
 import torch
 
 from . import device_data
-from .build import DATASETS, build_dataset
+from .build import build_dataset
 from .class_weights import compute_class_weights, weights_from_record, weights_record
-from .data import Labelled, MissingSplit, collate, collate_images, sampling
+from .data import DATASETS, Labelled, MissingSplit, collate, collate_images, sampling
 from .data.check import check_dataset
 from .errors import read_errors
 from .transforms import to_float, train_geometry

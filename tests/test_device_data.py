@@ -8,7 +8,8 @@ import torch
 import Train_SegNet
 from helpers import make_tutorial_camvid
 from segnet import device_data, runtime
-from segnet.build import DATASETS, build_dataset
+from segnet.build import build_dataset
+from segnet.data import DATASETS
 from segnet.data import sampling
 from segnet.transforms import to_float, train_geometry
 

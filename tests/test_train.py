@@ -443,7 +443,7 @@ def test_bn_recompute_is_the_plain_average_of_batch_statistics():
 
 def test_choices_come_from_the_registries_and_flags_may_be_bare():
     from segnet import runtime
-    from segnet.build import DATASETS
+    from segnet.data import DATASETS
     from segnet.model import SPECS
     c = Train_SegNet.CHOICES
     assert c["model"] == tuple(SPECS) and tuple(c["dataset"]) == tuple(DATASETS)  # read at parse time

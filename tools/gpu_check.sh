@@ -66,7 +66,7 @@ fi
 CUDNN_CONV_WSCAP_DBG=1024 step fp32_workspace_capped 60 "$PY" -m segnet.bench --device=cuda --modes=float32_cl \
     --iters=10 --warmup=3 --matmul_size=4096 --data_root=none --json="$OUT/bench_fp32_wscap.json"
 
-# 6. torch.compile on the default row at batch 4 (compile=auto stays off until this wins)
+# 6. torch.compile on the default row at batch 4 (compile stays false by default until this wins)
 step compile 200 "$PY" -m segnet.bench --device=cuda --modes=bfloat16_cl --batch_size=4 --compile --iters=20 \
     --warmup=3 --matmul_size=8192 --data_root=none --json="$OUT/bench_compile.json"
 
