@@ -98,6 +98,38 @@ def read_png(path, mode=None):
         raise ValueError(f"cannot read image {path}: {e}") from None
 
 
+def to_rgb(im):
+    """An (H, W, 3) uint8 RGB array of a PIL image of any mode: 16-bit and 32-bit integer images
+    are scaled from 0..65535 to 0..255 (PIL's own conversion clips them, so a 16-bit photo read
+    white), float images are read as 0..1 when they stay within it and clipped to 0..255
+    otherwise, and palette images with transparency, CMYK, LA and 1-bit images go through PIL's
+    RGB conversion."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im.convert("I") if im.mode != "I" else im, dtype=np.int64)
+        if im.mode != "I" or a.max(initial=0) > 255:  # 32-bit integers: read as 16-bit
+            a = (np.clip(a, 0, 65535) * 255 + 32767) // 65535
+        return np.repeat(a.astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        a = a * 255 if a.size and np.nanmin(a) >= 0 and np.nanmax(a) <= 1 else a
+        return np.repeat(np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # PIL warns when a palette image with transparency goes straight to RGB
+    return np.array(im if im.mode == "RGB" else im.convert("RGB"))
+
+
+def read_image(path):
+    """Decode an image file of any mode to (H, W, 3) uint8 RGB (`to_rgb`); a broken file is a
+    ValueError naming it."""
+    try:
+        with Image.open(path) as im:
+            return to_rgb(im)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from None
+
+
 def color_lut(color_to_index):
     """One 2^24 lookup table from packed RGB to class index; UNKNOWN marks a colour not in the table."""
     lut = np.full(1 << 24, UNKNOWN, dtype=np.uint8)
@@ -166,7 +198,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return pathlib.Path(self.files[i][0]).stem + ".png"
 
     def load_image(self, i):
-        return read_png(self.files[i][0], "RGB")  # grayscale, palette and RGBA images become RGB
+        return read_image(self.files[i][0])  # every mode becomes 8-bit RGB (16-bit scaled, not clipped)
 
     def load_item(self, i):
         """(load_image(i), load_mask(i)); a data set that makes both at once overrides it."""

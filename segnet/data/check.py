@@ -23,11 +23,14 @@ from .registry import DATASETS, DatasetNames
 
 def file_size(path):
     """(width, height) from the file's header, after checking the file's structure (PNG: every
-    chunk's CRC and the end marker) without decoding pixels."""
+    chunk's CRC and the end marker) and decoding every pixel, as training will (a truncated JPEG
+    passes the structure check and fails only there)."""
     try:
         with Image.open(path) as im:
             size = im.size
             im.verify()
+        with Image.open(path) as im:
+            im.load()
         return size
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is missing") from None

@@ -10,7 +10,7 @@ import torch
 from torchvision import tv_tensors
 
 from ..transforms import eval_transforms
-from .base import read_png
+from .base import read_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -72,6 +72,6 @@ class UnlabelledImages(torch.utils.data.Dataset):
         return self.files[i].stem + ".png"
 
     def __getitem__(self, i):
-        image = torch.from_numpy(read_png(self.files[i], "RGB")).permute(2, 0, 1)
+        image = torch.from_numpy(read_image(self.files[i])).permute(2, 0, 1)
         x, _ = self.transform(tv_tensors.Image(image), None)
         return x.as_subclass(torch.Tensor), None, image.shape[-2:]
