@@ -26,7 +26,7 @@ from segnet.config import help_text, parse_overrides, wants_help
 from segnet.data import (DATASETS, DEFAULT_DATASET, SPLITS, DatasetNames, Labelled, UnlabelledImages, collate,
                          published_rows)
 from segnet.data.check import check_dataset
-from segnet.data.registry import check_fits, default_root, split_size_warning
+from segnet.data.registry import check_class_names, check_fits, default_root, some_names, split_size_warning
 from segnet.errors import UserError, read_errors, run_cli, user_errors
 from segnet.evaluation import evaluate
 from segnet.files import check_writable_folder, make_folders, remove_empty
@@ -84,7 +84,8 @@ def main(argv=None):
         check_writable_folder(out_dir)  # before any data is read
         if not predict_mode:
             check_data_fits(config, ckpt_path, ckpt["config"]["dataset"])  # before anything is read from --data_root
-        dataset = make_dataset(args, config, list(ckpt["class_names"]), ckpt_path, predict_mode)
+        dataset = make_dataset(args, config, list(ckpt["class_names"]), ckpt_path, predict_mode,
+                               ckpt["config"]["dataset"])
         created = picture_folders(out_dir, uncertainty=args["mc_samples"] > 0)
     if args["mc_samples"] > 0 and not any(isinstance(m, torch.nn.Dropout) for m in model.modules()):
         print("note: this model has no dropout (trained with bayesian=false): all MC samples are the same")
@@ -106,7 +107,7 @@ def main(argv=None):
             pictures.close()
         elapsed = time.time() - t0
         print(f"{m['num_images']} images in {elapsed:.1f} s ({m['num_images'] / max(elapsed, 1e-9):.2f} img/s) on "
-              f"{rt.device}, autocast {rt.dtype_name}; outputs in {out_dir}")
+              f"{rt.device}, {rt.precision}; outputs in {out_dir}")
         if predict_mode:
             return 0
         warn_split_size(m["num_images"], config, args["split"])
@@ -159,7 +160,7 @@ def video_mode(args, ckpt_path, model, ckpt, rt):
                           checkpoint_palette(ckpt), rt.device, rt.dtype,
                           side_by_side=args["side_by_side"], channels_last=rt.channels_last)
     print(f"{r['frames']} frames in {r['seconds']:.1f} s ({r['fps']:.2f} frames/s) on {rt.device}, "
-          f"autocast {rt.dtype_name}; video in {out}")
+          f"{rt.precision}; video in {out}")
     return 0
 
 
@@ -220,23 +221,20 @@ def warn_split_size(n, config, split):
         print(warning)
 
 
-def make_dataset(args, config, class_names, ckpt_path, predict_mode):
+def make_dataset(args, config, class_names, ckpt_path, predict_mode, trained_on):
     """Predict mode: the images given; else the split, labelled, checked against the checkpoint's classes."""
     if predict_mode:
+        print(f"predicting the checkpoint's {len(class_names)} classes: {', '.join(class_names)}")
         return UnlabelledImages(args["images"], config["height"], config["width"], config["normalize"])
     n = DATASETS[config["dataset"]].num_classes(config["data_root"], len(class_names))
     if n != len(class_names):
-        raise UserError(f"checkpoint {ckpt_path} predicts {len(class_names)} classes ({', '.join(class_names[:4])}, "
-                        f"...) but the {config['dataset']} data at {config['data_root']} has {n}")
+        raise UserError(f"checkpoint {ckpt_path} predicts {len(class_names)} classes ({some_names(class_names)}) "
+                        f"but the {config['dataset']} data at {config['data_root']} has {n}")
     dataset = Labelled(build_dataset(config, args["split"], train=False))
     check_dataset(dataset.dataset)  # every pair decodes and agrees in size, before the first batch
-    # the checkpoint's own data set must name the same classes; --dataset= points at other data
-    # with the same count, whose names may differ (the checkpoint's are reported)
-    if not args["dataset"] and list(dataset.class_names) != class_names:
-        raise UserError(f"checkpoint {ckpt_path} predicts {len(class_names)} classes ({', '.join(class_names[:4])}, "
-                        f"...) but the {config['dataset']} data has {len(dataset.class_names)} "
-                        f"({', '.join(dataset.class_names[:4])}, ...); --dataset=NAME evaluates on other data "
-                        f"with the same number of classes")
+    # --dataset naming another data set scores other data under the checkpoint's names
+    check_class_names(class_names, dataset.class_names, f"checkpoint {ckpt_path}",
+                      other_data=bool(args["dataset"]) and args["dataset"] != trained_on)
     return dataset
 
 

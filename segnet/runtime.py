@@ -150,6 +150,11 @@ class Runtime:
     def dtype_name(self):
         return str(self.dtype).replace("torch.", "")
 
+    @property
+    def precision(self):
+        """How a forward pass computes, for the log: "autocast bfloat16", or "float32 (no autocast)"."""
+        return "float32 (no autocast)" if self.dtype == torch.float32 else f"autocast {self.dtype_name}"
+
     def autocast(self):
         return autocast(self.device, self.dtype)
 

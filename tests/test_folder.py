@@ -193,6 +193,28 @@ def test_evaluating_on_data_with_another_class_count_is_one_line(tmp_path, capsy
     assert "predicts 11 classes" in err and "has 3" in err
 
 
+def test_evaluating_on_data_naming_the_classes_in_another_order_is_one_line(tmp_path, capsys):
+    """Output channel i was trained as the checkpoint's class i: data listing the same classes in
+    another order would score every class under another's name, so it is refused, with or without
+    --dataset; predict mode needs no labels and says which names it uses."""
+    root = make_folder(tmp_path / "d", splits=("train", "test"))
+    run = tmp_path / "run"
+    assert Train_SegNet.main(["--dataset=folder", f"--data_root={root}", f"--out_dir={run}", "--model=segnet_lite",
+                              "--init_encoder=none", "--height=16", "--width=24", "--batch_size=2",
+                              "--num_workers=0", "--max_iters=1", "--eval_interval=0"]) == 0
+    meta = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**meta, "classes": meta["classes"][::-1]}))
+    capsys.readouterr()
+    for extra in ([], ["--dataset=folder"]):
+        err = _one_line_error(capsys, Evaluate_SegNet.main, [str(run / "last.pt"), f"--data_root={root}",
+                                                             f"--out_dir={tmp_path / 'e'}", "--num_workers=0", *extra])
+        assert "predicts 3 classes (bg, road, car)" in err and "the same classes in another order" in err
+    assert not (tmp_path / "e" / "metrics.json").exists()
+    assert Evaluate_SegNet.main([str(run / "last.pt"), f"--images={root / 'images' / 'test'}",
+                                 f"--out_dir={tmp_path / 'p'}", "--num_workers=0"]) == 0
+    assert "predicting the checkpoint's 3 classes: bg, road, car" in capsys.readouterr().out
+
+
 @pytest.mark.realdata
 def test_camvid_as_a_folder_scores_the_shipped_weights_alike(camvid_root, tmp_path):
     """The first 10 CamVid test frames (sorted by name; all 233 take minutes at 360x480 on 2 cores),

@@ -93,6 +93,24 @@ def check_fits(root, name, num_classes, trained):
         raise ValueError(f"{trained}, but --data_root={root} {problem}")
 
 
+def some_names(names, n=4):
+    """The first `n` class names, with "..." only when some are left out."""
+    return ", ".join(list(names[:n]) + (["..."] if len(names) > n else []))
+
+
+def check_class_names(trained, data, what, other_data=False):
+    """Output channel i of a model was trained as `trained[i]`: data that names the same classes in
+    another order, or (unless `other_data`: data deliberately scored under the model's names)
+    other classes, is a ValueError beginning with `what`, which says what the model is."""
+    trained, data = list(trained), list(data)
+    reordered = sorted(data) == sorted(trained)
+    if data == trained or (other_data and not reordered):
+        return
+    how = "the same classes in another order" if reordered else f"{len(data)} classes ({some_names(data)})"
+    raise ValueError(f"{what} predicts {len(trained)} classes ({some_names(trained)}) but the data names {how}; "
+                     f"the class names and their order must match")
+
+
 def split_size_warning(name, n, split, root):
     """One line when a whole data set's split did not give the number of images it has; None
     when it did (or the data set does not say)."""
