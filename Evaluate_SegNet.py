@@ -234,6 +234,7 @@ def make_dataset(args, config, class_names, ckpt_path, predict_mode, trained_on)
     check_dataset(dataset.dataset)  # every pair decodes and agrees in size, before the first batch
     # --dataset naming another data set scores other data under the checkpoint's names
     check_class_names(class_names, dataset.class_names, f"checkpoint {ckpt_path}",
+                      f"the {config['dataset']} data at {config['data_root']}",
                       other_data=bool(args["dataset"]) and args["dataset"] != trained_on)
     return dataset
 

@@ -98,17 +98,18 @@ def some_names(names, n=4):
     return ", ".join(list(names[:n]) + (["..."] if len(names) > n else []))
 
 
-def check_class_names(trained, data, what, other_data=False):
+def check_class_names(trained, data, what, where="the data", other_data=False):
     """Output channel i of a model was trained as `trained[i]`: data that names the same classes in
     another order, or (unless `other_data`: data deliberately scored under the model's names)
-    other classes, is a ValueError beginning with `what`, which says what the model is."""
+    other classes, is a ValueError beginning with `what` (the model) and naming `where` (the data)."""
     trained, data = list(trained), list(data)
     reordered = sorted(data) == sorted(trained)
     if data == trained or (other_data and not reordered):
         return
     how = "the same classes in another order" if reordered else f"{len(data)} classes ({some_names(data)})"
-    raise ValueError(f"{what} predicts {len(trained)} classes ({some_names(trained)}) but the data names {how}; "
-                     f"the class names and their order must match")
+    hint = "" if reordered else " (--dataset=NAME scores other data with the same number of classes)"
+    raise ValueError(f"{what} predicts {len(trained)} classes ({some_names(trained)}) but {where} names {how}; "
+                     f"the class names and their order must match{hint}")
 
 
 def split_size_warning(name, n, split, root):
