@@ -2,6 +2,7 @@
 borders, reduce_zero_label, JPEG images of varying size, every bad input as one line naming the
 file, median-frequency weights by hand, and a short training run then evaluation."""
 import json
+import pathlib
 import shutil
 
 import numpy as np
@@ -18,6 +19,7 @@ from segnet.data.check import check_dataset
 from segnet.errors import run_cli
 
 PALETTE = [(0, 0, 0), (200, 0, 0), (0, 200, 0)]
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def label_map(h, w, seed):
@@ -191,6 +193,25 @@ def test_evaluating_on_data_with_another_class_count_is_one_line(tmp_path, capsy
     err = _one_line_error(capsys, Evaluate_SegNet.main, [str(ckpt), "--dataset=folder", f"--data_root={root}",
                                                          "--num_workers=0"])
     assert "predicts 11 classes" in err and "has 3" in err
+
+
+def test_the_unknown_colour_message_is_the_documented_one(tmp_path):
+    """The path once, at the start; with many unknown colours, the JPEG hint; the form docs/own_data.md quotes."""
+    root = make_folder(tmp_path / "d", form="rgb")
+    label = root / "labels" / "train" / "im1.png"
+    rgb = np.array(Image.open(label).convert("RGB"))
+    rgb[:2, :3] = (7, 7, 7)
+    rgb[5, 5] = (8, 8, 9)
+    Image.fromarray(rgb).save(label)
+    with pytest.raises(ValueError) as e:
+        Folder(root, "train").load_mask(1)
+    message = str(e.value)
+    assert message.count(str(label)) == 1 and message.startswith(f"{label}: colour (7, 7, 7) is not in ")
+    assert message.endswith("(6 pixels; 1 more unknown colours, 1 pixels: a JPEG-compressed or anti-aliased mask?)")
+    documented = (REPO / "docs" / "own_data.md").read_text()
+    assert "colour (r, g, b) is not in the palette or ignore_colors of DIR/dataset.json (N pixels)" in documented
+    assert "(N pixels; M more unknown colours, P pixels: a JPEG-compressed or anti-aliased mask?)" in documented
+    assert f"is not in the palette or ignore_colors of {root / 'dataset.json'} (" in message
 
 
 def test_evaluating_on_data_naming_the_classes_in_another_order_is_one_line(tmp_path, capsys):

@@ -147,8 +147,8 @@ def decode_color_mask(rgb, lut, path="mask", table="label_colors.txt"):
     if unknown.any():
         colours, counts = np.unique(packed[unknown], return_counts=True)
         c, n = int(colours[counts.argmax()]), int(counts.max())
-        more = (f"; {len(colours) - 1} more unknown colours, {int(unknown.sum()) - n} pixels"
-                if len(colours) > 1 else "")
+        more = (f"; {len(colours) - 1} more unknown colours, {int(unknown.sum()) - n} pixels: a JPEG-compressed "
+                f"or anti-aliased mask?" if len(colours) > 1 else "")
         raise ValueError(f"{path}: colour ({c >> 16}, {(c >> 8) & 255}, {c & 255}) is not in {table} "
                          f"({n} pixels{more})")
     return out

@@ -189,16 +189,18 @@ class Folder(SegmentationDataset):
         path = self.files[i][1]
         try:
             with Image.open(path) as im:
-                if im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "HSV", "LAB"):
-                    return self._decode_colours(np.array(im.convert("RGB")), path)
-                if im.mode == "LA":
+                colours = im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "HSV", "LAB")
+                if colours:
+                    im = im.convert("RGB")
+                elif im.mode == "LA":
                     im = im.convert("L")
                 labels = np.array(im)  # L and P: the indices themselves; I;16 and I: wider indices
         except FileNotFoundError:
             raise FileNotFoundError(f"{path} is missing") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise ValueError(f"cannot read label {path}: {e}") from None
-        return self._indices(labels.astype(np.int64), path)
+        # decoded outside the read: its errors name the file once, in the documented form
+        return self._decode_colours(labels, path) if colours else self._indices(labels.astype(np.int64), path)
 
     def _indices(self, labels, path):
         void = labels == self.ignore_index
