@@ -106,8 +106,9 @@ def save_png(path, array):
 
 class PictureWriter:
     """The per-batch callback of the evaluation: predictions/ (class indices), colour/, collages/
-    (input | ground truth | prediction, the first `collages` images) and uncertainty/ heat maps,
-    PNG-encoded on two threads so that writing overlaps the next batch."""
+    (input | ground truth | prediction, or input | prediction in predict mode: the first
+    `collages` images) and uncertainty/ heat maps, PNG-encoded on two threads so that writing
+    overlaps the next batch."""
 
     def __init__(self, out_dir, dataset, normalize, palette, collages):
         self.out_dir, self.dataset, self.collages = out_dir, dataset, collages
@@ -125,11 +126,12 @@ class PictureWriter:
             self._save("colour", name, colorize(pred_np, self.palette))
             if batch.uncertainty is not None:
                 self._save("uncertainty", name, heatmap(batch.uncertainty[b].float().cpu().numpy()))
-            if batch.masks is not None and batch.images is not None and first + b < self.collages:
+            if batch.images is not None and first + b < self.collages:  # predict mode: input | prediction
                 img = batch.images[b].float() * self.std[:, None, None] + self.mean[:, None, None]
                 img = torch.nn.functional.interpolate(img[None], size=pred_np.shape, mode="bilinear")[0]
                 img = (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-                self._save("collages", name, collage(img, batch.masks[b].cpu().numpy(), pred_np, self.palette))
+                gt = batch.masks[b].cpu().numpy() if batch.masks is not None else None
+                self._save("collages", name, collage(img, gt, pred_np, self.palette))
 
     def close(self):
         """Wait for every picture; raises the first failed write (an OSError)."""

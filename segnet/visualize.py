@@ -29,11 +29,12 @@ def heatmap(values):
 
 
 def collage(image, gt, pred, palette):
-    """input | ground truth | prediction, side by side, 4 px apart."""
-    parts = [np.asarray(image, np.uint8), colorize(gt, palette), colorize(pred, palette)]
-    h = parts[0].shape[0]
-    gap = np.full((h, 4, 3), 255, np.uint8)
-    return np.concatenate([parts[0], gap, parts[1], gap, parts[2]], 1)
+    """input | ground truth | prediction, side by side, 4 px apart; input | prediction without a
+    ground truth (predict mode: gt None)."""
+    parts = [np.asarray(image, np.uint8)] + ([colorize(gt, palette)] if gt is not None else []) + \
+        [colorize(pred, palette)]
+    gap = np.full((parts[0].shape[0], 4, 3), 255, np.uint8)
+    return np.concatenate([x for part in parts for x in (part, gap)][:-1], 1)
 
 
 def confusion_matrix_image(mat, names, cell=28):

@@ -109,6 +109,32 @@ def test_predict_mode(trained, tmp_path):
     assert not (out / "metrics.json").exists()
 
 
+def test_predict_mode_writes_collages_skips_unreadable_photos_and_keeps_names_apart(trained, tmp_path, capsys):
+    """input | prediction collages at each photo's size; a photo that does not decode is one line
+    and the rest are predicted; a.jpg and a.png both get their own outputs."""
+    _, ckpts = trained
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(folder / "a.jpg")
+    Image.fromarray(np.full((24, 40, 3), 200, np.uint8)).save(folder / "a.png")
+    good = (folder / "a.jpg").read_bytes()
+    (folder / "broken.jpg").write_bytes(good[: len(good) // 2])  # a JPEG cut short
+    (folder / "fake.png").write_text("not an image")
+    out = tmp_path / "p"
+    capsys.readouterr()
+    assert Evaluate_SegNet.main([str(ckpts[False]), f"--images={folder}", f"--out_dir={out}", "--num_workers=0",
+                                 "--batch_size=4"]) == 0
+    printed = capsys.readouterr().out
+    assert f"skipped {folder / 'broken.jpg'}: not a readable image" in printed
+    assert f"skipped {folder / 'fake.png'}: not a readable image" in printed
+    assert printed.count("keep it in their outputs' names") == 1
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == ["a.jpg.png", "a.png.png"]
+    for name, (h, w) in (("a.jpg.png", (30, 50)), ("a.png.png", (24, 40))):
+        collage = np.asarray(Image.open(out / "collages" / name))
+        assert collage.shape == (h, 2 * w + 4, 3)  # input | 4 px gap | prediction
+        np.testing.assert_array_equal(collage[:, w + 4:], np.asarray(Image.open(out / "colour" / name)))
+
+
 def test_bad_inputs_one_line(trained, tmp_path):
     root, ckpts = trained
     (tmp_path / "empty").mkdir()

@@ -4,9 +4,11 @@ name each, batched by `collate` (images of different sizes in one batch keep the
     Labelled(CamVid(root, "test", transforms=eval_transforms(360, 480)))   # scored at label size
     UnlabelledImages("photos/", 360, 480, "imagenet")                      # predict mode, no labels
 """
+import collections
 import pathlib
 
 import torch
+from PIL import Image
 from torchvision import tv_tensors
 
 from ..transforms import eval_transforms
@@ -51,27 +53,53 @@ class Labelled(torch.utils.data.Dataset):
 
 
 class UnlabelledImages(torch.utils.data.Dataset):
-    """Unlabelled images (a folder, or one file): (image at the model's input size, None, original size)."""
+    """Unlabelled images (a folder, or one file): (image at the model's input size, None, original size).
 
-    def __init__(self, path, height, width, normalize):
+    A file that does not decode is skipped with one line (`say`), the rest are predicted; two
+    images with one stem (a.jpg, a.png) keep their extension in the output name (a.jpg.png)."""
+
+    def __init__(self, path, height, width, normalize, say=print):
         p = pathlib.Path(path)
         if p.is_file():
-            self.files = [p]
+            files = [p]
         elif p.is_dir():
-            self.files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
         else:
             raise FileNotFoundError(f"--images={path}: no such file or folder")
-        if not self.files:
+        if not files:
             raise FileNotFoundError(f"--images={path}: no images found (expected {', '.join(IMAGE_EXTENSIONS)})")
+        self.files = []
+        for f in files:
+            problem = undecodable(f)
+            if problem:
+                say(f"skipped {f}: {problem}")
+            else:
+                self.files.append(f)
+        if not self.files:
+            raise ValueError(f"--images={path}: none of the {len(files)} images can be read")
+        stems = collections.Counter(f.stem for f in self.files)
+        self.names = [f.name + ".png" if stems[f.stem] > 1 else f.stem + ".png" for f in self.files]
+        if any(n > 1 for n in stems.values()):
+            say("images that share a name but not an extension keep it in their outputs' names (a.jpg -> a.jpg.png)")
         self.transform = eval_transforms(height, width, normalize)
 
     def __len__(self):
         return len(self.files)
 
     def name(self, i):
-        return self.files[i].stem + ".png"
+        return self.names[i]
 
     def __getitem__(self, i):
         image = torch.from_numpy(read_image(self.files[i])).permute(2, 0, 1)
         x, _ = self.transform(tv_tensors.Image(image), None)
         return x.as_subclass(torch.Tensor), None, image.shape[-2:]
+
+
+def undecodable(path):
+    """Why `path` cannot be predicted on (it does not decode in full), or None."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        return f"not a readable image ({e})"
+    return None
