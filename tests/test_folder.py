@@ -155,6 +155,30 @@ def test_missing_val_is_one_line_unless_no_validation_is_asked(tmp_path, capsys)
     assert (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "best.pt").exists()
 
 
+def test_an_empty_split_is_a_missing_one(tmp_path, capsys):
+    """Empty images/val/ and labels/val/ (and an empty test/): training without validation gets past
+    them, with validation the line says how to go on, and check reports every split in one pass."""
+    root = make_folder(tmp_path / "d", splits=("train",))
+    for split in ("val", "test"):
+        (root / "images" / split).mkdir()
+        (root / "labels" / split).mkdir()
+    (root / "labels" / "train" / "im1.png").unlink()  # a problem in train, reported beside the empty splits
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_cli(data_main, ["check", "--dataset=folder", f"--data_root={root}"])
+    out = capsys.readouterr().out
+    assert e.value.code == 2 and "problems (1):" in out and "im1.jpg has no label" in out
+    assert "val: missing" in out and "test: missing" in out and "holds no images" in out
+    (root / "images" / "train" / "im1.jpg").unlink()
+    args = ["--dataset=folder", f"--data_root={root}", f"--out_dir={tmp_path / 'run'}", "--model=segnet_lite",
+            "--init_encoder=none", "--height=16", "--width=24", "--batch_size=2", "--num_workers=0",
+            "--max_iters=2", "--bn_recompute=false"]
+    err = _one_line_error(capsys, Train_SegNet.main, args)
+    assert "holds no images" in err and "--eval_split=test" in err and "--eval_interval=0" in err
+    assert Train_SegNet.main(args + ["--eval_interval=0", "--overwrite=true"]) == 0
+    assert (tmp_path / "run" / "last.pt").exists()
+
+
 def test_train_then_evaluate_on_a_folder(tmp_path):
     root = make_folder(tmp_path / "d", splits=("train", "val", "test"))
     run = tmp_path / "run"

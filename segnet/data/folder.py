@@ -178,8 +178,9 @@ class Folder(SegmentationDataset):
                                 f"{{{','.join(IMAGE_EXTENSIONS)}}}")
             else:
                 pairs.append((str(images[stem]), str(labels[stem])))
-        if not pairs and not problems:
-            raise ValueError(f"{image_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}) with labels in {label_dir}")
+        if not pairs and not problems:  # an empty split is a missing one: needed only where it is read
+            raise MissingSplit(f"{image_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}) with labels in "
+                               f"{label_dir}, so no {self.split} split")
         return pairs, problems
 
     def load_mask(self, i):
