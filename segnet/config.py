@@ -15,12 +15,14 @@ PRESETS = {
     "camvid": {},  # the defaults at the top of Train_SegNet.py are the paper's CamVid recipe
     # SegNet-Basic (Table 1), SegNet-Tutorial Models/segnet_basic_solver.prototxt: SGD lr 0.1 fixed,
     # momentum 0.9, weight decay 5e-4, batch 4, 10,000 iterations; segnet_basic_train.prototxt:
-    # raw 0-255 input (no mean subtraction), trained from scratch, the median-frequency weights.
+    # raw 0-255 input (no mean subtraction), trained from scratch, the median-frequency weights
+    # (class_weights=auto: on CamVid-11 the published ones, on any other data set its own median
+    # frequency; a preset describes a model and a recipe, never one data set's weights).
     # TPAMI Sec. 3.3: the iteration with the highest validation global accuracy is the one reported.
     "segnet_basic": {
         "model": "segnet_basic", "init_encoder": "none", "normalize": "raw255", "optimizer": "sgd",
         "batch_size": 4, "max_iters": 10000, "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005,
-        "lr_schedule": "fixed", "caffe_lr_mult": True, "class_weights": "paper", "eval_interval": 500,
+        "lr_schedule": "fixed", "caffe_lr_mult": True, "class_weights": "auto", "eval_interval": 500,
         "best_metric": "global_accuracy",
         # at lr 0.1 BN's running averages lag the weights (val G 27% vs 54% with recomputed
         # statistics at iteration 250): every validation uses compute_bn_statistics.py's

@@ -179,6 +179,25 @@ def test_an_empty_split_is_a_missing_one(tmp_path, capsys):
     assert (tmp_path / "run" / "last.pt").exists()
 
 
+@pytest.mark.parametrize("classes", [3, 11])
+def test_a_preset_never_brings_camvids_weights_to_a_folder(tmp_path, classes):
+    """--config=segnet_basic on a folder data set: its own median-frequency weights, with 3 classes
+    (once refused: "class_weights=paper holds the CamVid-11 weights") and with 11 (once CamVid's,
+    silently, by position)."""
+    root = make_folder(tmp_path / "d", splits=("train", "val"))
+    if classes == 11:
+        meta = json.loads((root / "dataset.json").read_text())
+        names = meta["classes"] + [f"extra{i}" for i in range(8)]
+        (root / "dataset.json").write_text(json.dumps({**meta, "classes": names,
+                                                       "palette": meta["palette"] + [[i, i, 9] for i in range(8)]}))
+    run = tmp_path / "run"
+    assert Train_SegNet.main(["--config=segnet_basic", "--dataset=folder", f"--data_root={root}", f"--out_dir={run}",
+                              "--height=16", "--width=24", "--num_workers=0", "--max_iters=1", "--batch_size=2",
+                              "--eval_interval=0", "--bn_recompute=false"]) == 0
+    weights = json.loads((run / "class_weights.json").read_text())
+    assert weights["method"] == "median_frequency" and len(weights["weights"]) == classes
+
+
 def test_train_then_evaluate_on_a_folder(tmp_path):
     root = make_folder(tmp_path / "d", splits=("train", "val", "test"))
     run = tmp_path / "run"

@@ -179,18 +179,25 @@ def test_presets_resolve_to_the_recipes_they_stand_for():
     assert resolve_preset("segnet_basic_paper") == {
         "model": "segnet_basic", "init_encoder": "none", "normalize": "raw255", "optimizer": "sgd",
         "batch_size": 12, "max_iters": 16000, "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005,
-        "lr_schedule": "fixed", "caffe_lr_mult": True, "class_weights": "paper", "eval_interval": 500,
+        "lr_schedule": "fixed", "caffe_lr_mult": True, "class_weights": "auto", "eval_interval": 500,
         "best_metric": "global_accuracy", "bn_recompute_val": True}
     assert resolve_preset("segnet_basic") == {
         "model": "segnet_basic", "init_encoder": "none", "normalize": "raw255", "optimizer": "sgd",
         "batch_size": 4, "max_iters": 10000, "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005,
-        "lr_schedule": "fixed", "caffe_lr_mult": True, "class_weights": "paper", "eval_interval": 500,
+        "lr_schedule": "fixed", "caffe_lr_mult": True, "class_weights": "auto", "eval_interval": 500,
         "best_metric": "global_accuracy", "bn_recompute_val": True}
     assert resolve_preset("camvid") == {}
     assert resolve_preset("multidigit_mnist") == PRESETS["multidigit_mnist"]
     for name, own in PRESETS.items():  # no preset restates a value of the preset it extends
         base = resolve_preset(own["extends"]) if "extends" in own else {}
         assert not [k for k, v in own.items() if k in base and base[k] == v], name
+
+
+def test_segnet_basic_on_camvid_11_keeps_the_published_weights(camvid):
+    """class_weights=auto is resolved by the data set: on CamVid-11 the paper's weights, as the
+    preset stated them before it stopped naming one data set's weights."""
+    config, _ = Train_SegNet.configure(["--config=segnet_basic", f"--data_root={camvid}"])
+    assert config["class_weights"] == "paper"
 
 
 # -- whole runs -------------------------------------------------------------------------------
