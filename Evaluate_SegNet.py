@@ -56,6 +56,8 @@ DEFAULTS = {
     "out": "",           # the output video; "" = <checkpoint folder>/video/<input name>.mp4
     "side_by_side": False,  # frame | prediction colours, instead of the colours over the frame
 }
+SHIPPED = pathlib.Path(__file__).resolve().parent / "weights"
+SHIPPED_OUT = SHIPPED.parent / "checkpoints" / "shipped-eval"
 CHOICES = {"split": SPLITS, "dtype": runtime.DTYPE_CHOICES, "dataset": DatasetNames("")}
 MINIMUMS = {"batch_size": 1, "num_workers": 0, "mc_samples": 0, "collages": 0, "num_classes": 0}
 
@@ -200,8 +202,11 @@ def score_mode(args):
 
 
 def out_dir_for(args, ckpt_path, predict_mode):
-    return pathlib.Path(args["out_dir"] or pathlib.Path(ckpt_path).parent /
-                        ("predict" if predict_mode else f"eval-{args['split']}"))
+    """--out_dir, else beside the checkpoint; for the repo's shipped weights, under checkpoints/
+    (outside the tracked tree), so that trying them leaves `git status` clean."""
+    ckpt = pathlib.Path(ckpt_path).resolve()
+    base = SHIPPED_OUT / ckpt.stem if ckpt.parent == SHIPPED else ckpt.parent
+    return pathlib.Path(args["out_dir"] or base / ("predict" if predict_mode else f"eval-{args['split']}"))
 
 
 def check_data_fits(config, ckpt_path, trained_on):

@@ -117,3 +117,24 @@ def store(argv):
 if __name__ == "__main__":
     from segnet.errors import run_cli
     sys.exit(run_cli(store))
+
+
+def test_the_shipped_weights_outputs_go_outside_the_tracked_tree(tmp_path):
+    """Evaluating or predicting with weights/segnet_basic_camvid.pt and no --out_dir writes under
+    checkpoints/shipped-eval/ (ignored by git), not into weights/; other checkpoints keep their
+    outputs beside them."""
+    import subprocess
+
+    import Evaluate_SegNet
+    repo = Evaluate_SegNet.SHIPPED.parent
+    shipped = repo / "weights" / "segnet_basic_camvid.pt"
+    args = {"out_dir": "", "split": "test"}
+    evaluated = Evaluate_SegNet.out_dir_for(args, shipped, predict_mode=False)
+    predicted = Evaluate_SegNet.out_dir_for(args, shipped, predict_mode=True)
+    assert evaluated == repo / "checkpoints" / "shipped-eval" / "segnet_basic_camvid" / "eval-test"
+    assert predicted == repo / "checkpoints" / "shipped-eval" / "segnet_basic_camvid" / "predict"
+    for path in (evaluated, predicted):
+        assert subprocess.run(["git", "check-ignore", "-q", str(path / "metrics.json")], cwd=repo).returncode == 0
+    run = tmp_path / "run" / "best.pt"
+    assert Evaluate_SegNet.out_dir_for(args, run, predict_mode=False) == (tmp_path / "run" / "eval-test").resolve()
+    assert Evaluate_SegNet.out_dir_for({**args, "out_dir": "x"}, shipped, predict_mode=False) == pathlib.Path("x")
