@@ -13,9 +13,15 @@ def checkpoint_palette(ckpt):
     return [tuple(c) for c in stored] if stored else palette_for(ckpt["config"]["dataset"], ckpt["class_names"])
 
 
+VOID_COLOUR = (224, 224, 192)  # PASCAL VOC's void border colour
+
+
 def colorize(labels, palette):
-    """(H, W) int labels -> (H, W, 3) uint8 colours; labels outside the palette (void) are black."""
+    """(H, W) int labels -> (H, W, 3) uint8 colours; labels outside the palette (void) are black,
+    or VOC's void colour where a class is black (the default palette's class 0), so the two differ."""
     lut = np.zeros((256, 3), np.uint8)
+    if any(tuple(c) == (0, 0, 0) for c in palette):
+        lut[:] = VOID_COLOUR
     lut[: len(palette)] = np.asarray(palette, np.uint8)
     return lut[np.clip(np.asarray(labels), 0, 255).astype(np.uint8)]
 

@@ -102,3 +102,15 @@ def test_check_decodes_every_image_so_a_cut_jpeg_is_found(tmp_path):
     with pytest.raises(ValueError) as e:
         check_dataset(Folder(root, "train"))
     assert str(bad) in str(e.value)
+
+
+def test_void_and_a_black_class_are_drawn_apart():
+    """The default palette draws class 0 black: void (255) then takes VOC's void colour; with a
+    palette that has no black class (CamVid's own colours), void stays black as label_colors.txt has it."""
+    from segnet.data.base import default_palette
+    from segnet.visualize import VOID_COLOUR, colorize
+    labels = np.array([[0, 1, 255]])
+    drawn = colorize(labels, default_palette(3))
+    assert tuple(drawn[0, 0]) == (0, 0, 0) and tuple(drawn[0, 2]) == VOID_COLOUR
+    drawn = colorize(labels, [(128, 128, 128), (128, 0, 0)])
+    assert tuple(drawn[0, 2]) == (0, 0, 0)
