@@ -22,18 +22,17 @@ from tqdm import tqdm
 
 from segnet import engine, evaluation, optim, runtime
 from segnet.build import NORMALIZE_CHOICES, build_model, resolve_normalize
-from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_optimizer, save_checkpoint
+from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_optimizer
 from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS
 from segnet.class_weights import resolve_method
 from segnet.config import format_config, help_text, parse_overrides, wants_help
 from segnet.data import DATASETS, SPLITS, DatasetNames
 from segnet.device_data import DATA_ON_DEVICE_CHOICES
 from segnet.errors import DataError, UserError, WorkerDied, run_cli, user_errors
-from segnet.files import replace_text
 from segnet.metrics import VALIDATION_METRICS
 from segnet.model import SPECS
 from segnet.report import write_curves
-from segnet.run_folder import append_metrics_row, check_best, open_run_folder
+from segnet.run_folder import append_metrics_row, check_best, open_run_folder, save_run_checkpoint
 from segnet.training_data import TrainingData, data_num_classes
 
 # -----------------------------------------------------------------------------------------------
@@ -138,7 +137,7 @@ def main(argv=None):
             log(data.describe())
             run = Run(config, rt, data, *make_model(config, rt, ckpt, log), folder.tb, log)
         if rt.master:  # the loss's weights per class name, and their method
-            replace_text(os.path.join(config["out_dir"], "class_weights.json"), json.dumps(data.class_weights, indent=2))
+            folder.write_text("class_weights.json", json.dumps(data.class_weights, indent=2))
         if train(run) != 0:
             return 130  # interrupted: last.pt saved
         status, final = finish(run)
@@ -345,7 +344,7 @@ def save(run, name, metrics=None):
     if pending and state.validation_rng is not None and state.validation_rng[0] == state.iter:
         rng = state.validation_rng[1]  # the validation's data loader has drawn from it: resume redraws
     if rt.master:
-        save_checkpoint(os.path.join(config["out_dir"], name), {
+        save_run_checkpoint(config["out_dir"], name, {  # the first output replaces an overwritten run
             "model": run.net.state_dict(), "optimizer": run.opt.state_dict(),
             "scaler": rt.scaler.state_dict() if rt.scaler is not None else None,
             "config": config, "iter": state.iter, "best_metric": state.best, "best_iter": state.best_iter,

@@ -4,36 +4,120 @@ bookkeeping that a resume relies on (docs/reliability.md).
     with open_run_folder(config, master, ckpt, log) as folder:   # refused if another run holds it
         append_metrics_row(config["out_dir"], row)                # one row per iteration, ever
 """
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+import shutil
+import sys
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import UserError
-from .files import (FolderInUse, check_writable_folder, lock_folder, make_folders, replace_text, temp_files,
-                    unlock_folder)
+from .files import (FolderInUse, check_writable_folder, lock_folder, make_folders, replace_file, replace_text,
+                    temp_files, unlock_folder)
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv")  # a folder holding any of these holds a run
+# what else a previous run leaves, replaced with it by --overwrite=true (and its eval-<split>/ folders)
+PREVIOUS_RUN_FILES = ("curves.png", "config.json", "class_weights.json")
 
 
 class RunFolder:
     """The run folder, held by this process alone: an OS lock (flock on out_dir/.lock) that the
-    system drops when the process ends, however it ends; and the TensorBoard writer, if any."""
+    system drops when the process ends, however it ends; and the TensorBoard writer, if any.
 
-    def __init__(self, lock_fd=None, tb=None):
-        self.lock_fd, self.tb = lock_fd, tb
+    Nothing of a previous run is lost before this run has something to put in its place: with
+    --overwrite=true the old run's files stay, and config.json and class_weights.json wait, until
+    this run writes its first metrics row or checkpoint (`commit`), when the old files are moved
+    aside and removed in one step. A start that ends in an error before then leaves the folder as
+    it found it: a folder this start created is removed, one that existed gets back what it held."""
+
+    def __init__(self, run_dir=None, lock_fd=None, created=False, lock_created=False, replaces=(), log=print):
+        self.run_dir, self.lock_fd, self.tb, self.log = run_dir, lock_fd, None, log
+        self.created, self.lock_created = created, lock_created
+        self.replaces, self.deferred, self.before = list(replaces), {}, {}
+        self.committed, self.output = not replaces, False
+        self.events = set(_events(run_dir)) if run_dir else set()
+        if run_dir:
+            _OPEN[os.path.abspath(run_dir)] = self
+
+    def write_text(self, name, text):
+        """A file of this run (config.json, class_weights.json), written whole; kept back until the
+        commit when it would replace the previous run's."""
+        if not self.committed:
+            self.deferred[name] = text
+            return
+        path = os.path.join(self.run_dir, name)
+        if name not in self.before:
+            with open(path, "rb") if os.path.isfile(path) else contextlib.nullcontext() as f:
+                self.before[name] = f.read() if f is not None else None
+        replace_text(path, text)
+
+    def commit(self):
+        """This run's first output is about to be written: the previous run's files go in one step."""
+        self.output = True
+        if self.committed:
+            return
+        aside = os.path.join(self.run_dir, f".segnet-tmp-{os.getpid()}-replaced")
+        os.makedirs(aside, exist_ok=True)
+        for name in self.replaces:
+            os.replace(os.path.join(self.run_dir, name), os.path.join(aside, name))
+        self.committed = True
+        for name, text in self.deferred.items():
+            self.write_text(name, text)
+        shutil.rmtree(aside)
+        self.log(f"--overwrite=true: this run's first output replaced the previous run's {', '.join(self.replaces)}")
+
+    def abandon(self):
+        """An error before this run wrote any output: the folder as this start found it."""
+        if self.created:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            return
+        for name, old in self.before.items():
+            path = os.path.join(self.run_dir, name)
+            if old is None:
+                os.remove(path)
+            else:
+                replace_file(path, old)
+        for name in set(_events(self.run_dir)) - self.events:
+            os.remove(os.path.join(self.run_dir, name))
+        if self.lock_created:
+            os.remove(os.path.join(self.run_dir, ".lock"))
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, *exc):
         if self.tb is not None:
             self.tb.close()
+        if self.run_dir:
+            _OPEN.pop(os.path.abspath(self.run_dir), None)
         if self.lock_fd is not None:
             unlock_folder(self.lock_fd)
             self.lock_fd = None
+            if kind is not None and not self.output:
+                self.abandon()
+
+
+_OPEN = {}  # run folder -> its RunFolder, for the writers of a run's outputs (commit first)
+
+
+def _events(run_dir):
+    return [n for n in os.listdir(run_dir) if n.startswith("events.out.tfevents")] if os.path.isdir(run_dir) else []
+
+
+def commit(run_dir):
+    """Before a run's output (a metrics row, a checkpoint) is written to `run_dir`."""
+    folder = _OPEN.get(os.path.abspath(run_dir))
+    if folder is not None:
+        folder.commit()
+
+
+def save_run_checkpoint(run_dir, name, checkpoint):
+    """checkpoint.save_checkpoint into the run folder, after the previous run there is replaced."""
+    commit(run_dir)
+    save_checkpoint(os.path.join(run_dir, name), checkpoint)
 
 
 def resumes_in_place(config):
@@ -45,18 +129,22 @@ def resumes_in_place(config):
 def open_run_folder(config, master, ckpt, log):
     """The run folder (rank 0, `master`), before any data is read. It must be a writable folder; a
     second process on it is refused (OS lock); a new run is refused where a run already is (unless
-    --overwrite=true, which removes that run's files); temp files of killed writers are removed;
-    config.json is written. Other ranks write nothing."""
+    --overwrite=true: that run's files are replaced by this run's first output, RunFolder); temp
+    files of killed writers are removed; config.json is written (with --overwrite, at the
+    replacement). Other ranks write nothing."""
     if not master:
         return RunFolder()
     run_dir = config["out_dir"]
     check_writable_folder(run_dir)
+    created = not os.path.isdir(run_dir)
     make_folders([run_dir])
+    lock_created = not os.path.exists(os.path.join(run_dir, ".lock"))
     try:
         lock_fd = lock_folder(run_dir)
     except FolderInUse as e:
         raise UserError(f"--out_dir={run_dir} is in use by another run (process {e.holder}, lock {e.lock}); wait "
                         f"for it to end, or choose another --out_dir") from None
+    folder = RunFolder(run_dir, lock_fd, created, lock_created, log=log)
     try:
         found = [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))]
         if found and not resumes_in_place(config):
@@ -64,21 +152,22 @@ def open_run_folder(config, master, ckpt, log):
                 hint = (f"continue it with --resume={os.path.join(run_dir, 'last.pt')}, or " if ckpt is None else "")
                 raise UserError(f"--out_dir={run_dir} already holds a run ({', '.join(found)}): {hint}give this "
                                 f"run a new --out_dir, or replace that run with --overwrite=true")
-            for f in found + ["curves.png"]:
-                if os.path.exists(os.path.join(run_dir, f)):
-                    os.remove(os.path.join(run_dir, f))
-            log(f"--overwrite=true: removed the previous run's {', '.join(found)} from {run_dir}")
+            folder.replaces = sorted(set(found) | {n for n in os.listdir(run_dir) if n in PREVIOUS_RUN_FILES
+                                                   or n.startswith("eval-")})
+            folder.committed = False
+            log(f"--overwrite=true: the previous run's {', '.join(folder.replaces)} in {run_dir} stay until this "
+                f"run writes its first checkpoint or metrics row, and are then replaced")
         remove_temp_files(run_dir, log)
-        replace_text(os.path.join(run_dir, "config.json"), json.dumps(config, indent=2))
+        folder.write_text("config.json", json.dumps(config, indent=2))
         try:
             from torch.utils.tensorboard import SummaryWriter
-            tb = SummaryWriter(run_dir)
+            folder.tb = SummaryWriter(run_dir)
         except ImportError:
-            tb = None  # TensorBoard is optional
+            pass  # TensorBoard is optional
     except BaseException:
-        unlock_folder(lock_fd)
+        folder.__exit__(*sys.exc_info())
         raise
-    return RunFolder(lock_fd, tb)
+    return folder
 
 
 def remove_temp_files(run_dir, log):
@@ -128,6 +217,7 @@ def append_metrics_row(run_dir, row):
     """metrics.csv with `row` as its last line: rows from iteration row["iter"] on (written by a run
     that went further before it was stopped, and now redone) are replaced, so no iteration ever
     has two rows. The file is rewritten whole (files.replace_file)."""
+    commit(run_dir)
     path = os.path.join(run_dir, "metrics.csv")
     rows = []
     if os.path.exists(path):
