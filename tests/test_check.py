@@ -54,6 +54,21 @@ def test_sizes_must_agree(camvid):
         check_dataset(CamVid(camvid, "train"))
 
 
+def test_check_counts_only_pairs_without_a_problem(camvid):
+    """A pair whose sizes differ and a pair whose label holds a value that is no class are both
+    left out of the count of images and sizes, alike (the one good pair is counted)."""
+    import numpy as np
+
+    from segnet.data.check import Survey, problems
+    Image.new("L", (12, 16)).save(camvid / "trainannot" / "f000.png")  # sizes differ
+    Image.fromarray(np.full((16, 24), 40, np.uint8)).save(camvid / "trainannot" / "f001.png")  # value 40
+    dataset = CamVid(camvid, "train")
+    survey = Survey(dataset.num_classes)
+    found = list(problems(dataset, survey))
+    assert len(found) == 2 and "is 24x16 but its label" in found[0] and "f001.png" in found[1]
+    assert survey.images == 1 and sum(survey.sizes.values()) == 1
+
+
 def test_a_file_that_is_not_an_image(camvid):
     (camvid / "train" / "f000.png").write_text("not a png")
     with pytest.raises(ValueError, match="f000.png is corrupt or not an image"):

@@ -65,23 +65,23 @@ def problems(dataset, survey=None, labels=True):
         if a != b:
             yield f"{image} is {a[0]}x{a[1]} but its label {label} is {b[0]}x{b[1]}"
             continue
-        if survey is not None:
+        mask = None
+        if labels:
+            try:
+                mask = dataset.load_mask(i)
+            except (ValueError, OSError) as e:
+                yield str(e).splitlines()[0]
+                continue
+            bad = (mask != VOID) & (mask >= dataset.num_classes)
+            if bad.any():
+                yield (f"{label}: label value {int(mask[bad][0])} is not a class: expected "
+                       f"0..{dataset.num_classes - 1} or void ({int(bad.sum())} pixels)")
+                continue
+        if survey is not None:  # only pairs without a problem are counted, whatever the problem
             survey.images += 1
             survey.sizes[a] += 1
-        if not labels:
-            continue
-        try:
-            mask = dataset.load_mask(i)
-        except (ValueError, OSError) as e:
-            yield str(e).splitlines()[0]
-            continue
-        bad = (mask != VOID) & (mask >= dataset.num_classes)
-        if bad.any():
-            yield (f"{label}: label value {int(mask[bad][0])} is not a class: expected 0..{dataset.num_classes - 1} "
-                   f"or void ({int(bad.sum())} pixels)")
-            continue
-        if survey is not None:
-            survey.add(mask)
+            if mask is not None:
+                survey.add(mask)
 
 
 def check_dataset(dataset):
