@@ -20,7 +20,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from segnet import engine, evaluation, optim, runtime
+from segnet import engine, evaluation, finite, optim, runtime
 from segnet.build import NORMALIZE_CHOICES, build_model, resolve_normalize
 from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_optimizer
 from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS
@@ -217,7 +217,7 @@ def train(run):
     """Iterations up to max_iters with a progress bar, validation and last.pt every eval_interval.
     Ctrl-C or SIGTERM (a job scheduler, a closing terminal) saves last.pt once the step under way is done
     and returns 130; a file that breaks or a loader worker that dies mid-run saves it too and ends in
-    a DataError; a non-finite loss stops the run without saving (UserError)."""
+    a DataError; a non-finite loss or weight stops the run without saving (UserError)."""
     config, rt, state, data = run.config, run.rt, run.state, run.data
     end_iter, bs, run_dir = config["max_iters"], config["batch_size"], config["out_dir"]
     loss_sum, seen, t0, n0 = torch.zeros((), device=rt.device), 0, time.time(), state.iter
@@ -272,19 +272,18 @@ def stop_signals(rt):
     return (signal.SIGINT, signal.SIGTERM) if rt.master else (signal.SIGINT,)
 
 
-def check_finite(state, run_dir, bad=None):
-    """Stop a run whose loss has gone non-finite (`bad`: the first such iteration, read already;
-    else read from the device, a host sync)."""
-    bad = state.bad_iteration() if bad is None else (bad if bad >= 0 else None)
-    if bad is not None:
-        raise UserError(f"loss became non-finite at iteration {bad}; stopped without saving, the last good "
-                        f"checkpoint in {run_dir} is kept")
+def check_finite(run, bad=None, weights=True):
+    """Stop a run whose loss (`bad`: the first non-finite iteration, read already; else read from the
+    device, a host sync) or weights went non-finite, before anything is saved or validated from it."""
+    bad = run.state.bad_iteration() if bad is None else (bad if bad >= 0 else None)
+    with user_errors():
+        finite.check_run(bad, run.state.iter, run.net if weights else None, run.config["out_dir"])
 
 
 def show_interval(shown, bar, run):
     """A log interval's mean loss in the bar and TensorBoard, once its values are on the host."""
     iteration, (loss, first_bad) = shown[0], shown[1].tolist()
-    check_finite(None, run.config["out_dir"], int(first_bad))
+    check_finite(run, int(first_bad), weights=False)
     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{run.opt.param_groups[0]['lr']:.2e}", refresh=False)
     if run.tb is not None:
         run.tb.add_scalar("train/loss", loss, iteration)
@@ -296,6 +295,7 @@ def validate(run):
     Until last.pt is saved the validation counts as not done: a checkpoint saved on an interrupt
     says so, and a resume runs it again (it gives the same row and best.pt)."""
     config, rt, state, net = run.config, run.rt, run.state, run.net
+    check_finite(run)  # a diverged model's scores would be logged, and may look like the best
     state.validation_rng = (state.iter, runtime.rng_state(rt.device))
     if config["bn_recompute_val"]:  # the running averages lag at high learning rates (docs/reproduction.md)
         recompute_bn(run)
@@ -338,7 +338,7 @@ def save(run, name, metrics=None):
     the best.pt on disk (best_metric, best_iter), the loss since the last validation, and whether
     the validation due at its iteration has yet to run (pending_validation)."""
     config, rt, state, data = run.config, run.rt, run.state, run.data
-    check_finite(state, config["out_dir"])
+    check_finite(run)
     pending = validation_due(config, state) and state.validated != state.iter
     rng = runtime.rng_state(rt.device)
     if pending and state.validation_rng is not None and state.validation_rng[0] == state.iter:

@@ -12,6 +12,7 @@ import torch
 
 from .build import build_model
 from .config import V1_DEFAULTS
+from .finite import first_nonfinite
 from .files import replace_file, serialized, temp_files
 
 CHECKPOINT_KIND = "segnet-checkpoint-v2"
@@ -22,7 +23,11 @@ V1_KINDS = {"segnet-checkpoint-v1": CHECKPOINT_KIND, "segnet-weights-v1": WEIGHT
 def save_checkpoint(path, checkpoint):
     """Write to a temp file next to `path`, then rename (files.replace_file): a crash never leaves
     half a checkpoint, a full disk is one WriteFailed naming the path and the bytes needed.
-    The dict is marked as a training checkpoint unless it carries its own kind (a weights file)."""
+    The dict is marked as a training checkpoint unless it carries its own kind (a weights file).
+    A model with a non-finite weight is never written (ValueError): it would pass for a trained one."""
+    bad = first_nonfinite(checkpoint.get("model", {}))
+    if bad is not None:
+        raise ValueError(f"{path} not written: the model's {bad} is not finite (NaN or inf); the run diverged")
     replace_file(path, serialized(torch.save, {"kind": CHECKPOINT_KIND, **checkpoint}))
 
 
@@ -52,6 +57,10 @@ def load_checkpoint(path, map_location="cpu", kinds=(CHECKPOINT_KIND,)):
     if not isinstance(ckpt, dict) or ckpt.get("kind") not in kinds:
         raise ValueError(f"{path} is not a SegNet checkpoint of this repo (expected a dict with "
                          f"kind={CHECKPOINT_KIND!r}, written by Train_SegNet.py)")
+    bad = first_nonfinite(ckpt["model"]) if isinstance(ckpt.get("model"), dict) else None
+    if bad is not None:  # evaluation, export, weights, the hub and resume all load through here
+        raise ValueError(f"checkpoint {path} holds non-finite weights ({bad}): the run that wrote it diverged; "
+                         f"use an earlier checkpoint")
     return ckpt
 
 

@@ -7,6 +7,8 @@ with the list of valid ones. A boolean key, or one that takes true, may also be 
 (`--hflip` = `--hflip=true`).
 Keys starting with `_` are internal: accepted, but not listed by --help.
 """
+import math
+
 from .errors import UserError
 
 # Named presets, applied before explicit --key=value (which still win). A preset states only what
@@ -89,9 +91,12 @@ def parse_value(key, text, default):
         raise UserError(f"--{key}={text}: expected a boolean (true/false)")
     if kind in (int, float):
         try:
-            return kind(text)
+            value = kind(text)
         except ValueError:
             raise UserError(f"--{key}={text}: expected {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):  # a NaN passes every >= minimum, and either one wrecks the first step
+            raise UserError(f"--{key}={text}: expected a finite number")
+        return value
     return text
 
 

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 import pathlib
 import sys
 import time
@@ -276,6 +277,9 @@ def check(model, config, runner, height, width, dynamic):
         diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
         print(f"check {h}x{w} against PyTorch: max |logit diff| {diff}, "
               f"argmax agreement {100 * r['argmax_agreement']:.4f}%")
+        if r["max_abs_diff"] is not None and not math.isfinite(r["max_abs_diff"]):  # NaN > TOLERANCE is False
+            raise ValueError(f"check {h}x{w} failed: max |logit diff| {diff} (a non-finite logit, in the "
+                             f"exported file's output or PyTorch's)")
         if (r["max_abs_diff"] or 0.0) > TOLERANCE or r["argmax_agreement"] < 1:
             print(f"warning: the file differs from PyTorch by more than {TOLERANCE} at {h}x{w} (docs/export.md, Parity: "
                   f"a near-tie inside a 2x2 max-pool window can pick the other pixel)")
@@ -321,7 +325,11 @@ def main(argv=None):
     else:
         runner = torchscript_runner(out)
     if args["check"]:
-        check(model, config, runner, h, w, args["dynamic"])
+        try:
+            check(model, config, runner, h, w, args["dynamic"])
+        except ValueError as e:  # the file does not compute the model: it is not left to pass for it
+            out.unlink(missing_ok=True)
+            raise UserError(f"{e}; {out} removed") from None
     if args["bench"]:
         reference = exportable(model, config["normalize"], args["argmax"], scatter=False)
         res = bench_cpu({"pytorch": torch_runner(reference), args["format"]: runner}, h, w,
