@@ -8,23 +8,11 @@ import torch
 
 import Evaluate_SegNet
 import Train_SegNet
-from helpers import make_tutorial_camvid
 from segnet import engine, export, weights
 from segnet.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from segnet.errors import UserError, run_cli
 
-HW = (24, 40)
-
-
-@pytest.fixture(scope="module")
-def camvid(tmp_path_factory):
-    return make_tutorial_camvid(tmp_path_factory.mktemp("data") / "CamVid", hw=HW)
-
-
-def args(camvid, out, *extra):
-    return [f"--data_root={camvid}", f"--out_dir={out}", "--model=segnet_lite", "--init_encoder=none",
-            f"--height={HW[0]}", f"--width={HW[1]}", "--batch_size=2", "--num_workers=0", "--bn_recompute=false",
-            "--eval_interval=2", "--max_iters=4", "--log_interval=1", "--lr=0.01", *extra]
+from test_reliability import HW, args, camvid  # noqa: F401  (camvid: the same tiny CamVid fixture)
 
 
 def one_line_exit(capsys, main, argv):
