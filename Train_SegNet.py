@@ -32,7 +32,7 @@ from segnet.errors import DataError, UserError, WorkerDied, run_cli, user_errors
 from segnet.metrics import VALIDATION_METRICS
 from segnet.model import SPECS
 from segnet.report import write_curves
-from segnet.run_folder import append_metrics_row, check_best, open_run_folder, save_run_checkpoint
+from segnet.run_folder import RunFolder, check_best, open_run_folder
 from segnet.training_data import TrainingData, data_num_classes
 
 # -----------------------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ class Run:
     step_model: torch.nn.Module  # what a training step calls: net, wrapped by DDP and/or compiled
     opt: torch.optim.Optimizer
     state: engine.RunState       # iteration, best score, loss since the last validation
-    tb: object                   # TensorBoard writer, or None
+    folder: RunFolder            # the run folder: its outputs, the TensorBoard writer (rank 0)
     log: object                  # print on rank 0, silent elsewhere
 
 
@@ -135,7 +135,7 @@ def main(argv=None):
         with user_errors():
             data = TrainingData(config, rt, workers, ckpt.get("class_weights") if ckpt is not None else None)
             log(data.describe())
-            run = Run(config, rt, data, *make_model(config, rt, ckpt, log), folder.tb, log)
+            run = Run(config, rt, data, *make_model(config, rt, ckpt, log), folder, log)
         if rt.master:  # the loss's weights per class name, and their method
             folder.write_text("class_weights.json", json.dumps(data.class_weights, indent=2))
         if train(run) != 0:
@@ -285,8 +285,8 @@ def show_interval(shown, bar, run):
     iteration, (loss, first_bad) = shown[0], shown[1].tolist()
     check_finite(run, int(first_bad), weights=False)
     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{run.opt.param_groups[0]['lr']:.2e}", refresh=False)
-    if run.tb is not None:
-        run.tb.add_scalar("train/loss", loss, iteration)
+    if run.folder.tb is not None:
+        run.folder.tb.add_scalar("train/loss", loss, iteration)
 
 
 def validate(run):
@@ -310,11 +310,11 @@ def validate(run):
                                                                         for k in VALIDATION_METRICS)
             + (" (best)" if is_best else ""))
     if rt.master:
-        append_metrics_row(config["out_dir"], row)
+        run.folder.append_metrics_row(row)
         write_curves(config["out_dir"])
         for k, v in row.items():
-            if run.tb is not None and k != "iter":
-                run.tb.add_scalar(f"{config['eval_split']}/{k}", v, state.iter)
+            if run.folder.tb is not None and k != "iter":
+                run.folder.tb.add_scalar(f"{config['eval_split']}/{k}", v, state.iter)
     if is_best:  # best.pt first: last.pt then records the best.pt that is on disk
         previous = state.best, state.best_iter
         state.best, state.best_iter = score, state.iter
@@ -344,7 +344,7 @@ def save(run, name, metrics=None):
     if pending and state.validation_rng is not None and state.validation_rng[0] == state.iter:
         rng = state.validation_rng[1]  # the validation's data loader has drawn from it: resume redraws
     if rt.master:
-        save_run_checkpoint(config["out_dir"], name, {  # the first output replaces an overwritten run
+        run.folder.save_checkpoint(name, {  # the first output replaces an overwritten run
             "model": run.net.state_dict(), "optimizer": run.opt.state_dict(),
             "scaler": rt.scaler.state_dict() if rt.scaler is not None else None,
             "config": config, "iter": state.iter, "best_metric": state.best, "best_iter": state.best_iter,

@@ -2,14 +2,14 @@
 bookkeeping that a resume relies on (docs/reliability.md).
 
     with open_run_folder(config, master, ckpt, log) as folder:   # refused if another run holds it
-        append_metrics_row(config["out_dir"], row)                # one row per iteration, ever
+        folder.append_metrics_row(row)                            # one row per iteration, ever
 """
-import contextlib
 import csv
 import io
 import json
 import math
 import os
+import pathlib
 import shutil
 import sys
 
@@ -25,49 +25,56 @@ PREVIOUS_RUN_FILES = ("curves.png", "config.json", "class_weights.json")
 
 class RunFolder:
     """The run folder, held by this process alone: an OS lock (flock on out_dir/.lock) that the
-    system drops when the process ends, however it ends; and the TensorBoard writer, if any.
+    system drops when the process ends, however it ends; the TensorBoard writer, if any; and the
+    writers of the run's outputs (metrics rows, checkpoints).
 
     Nothing of a previous run is lost before this run has something to put in its place: with
-    --overwrite=true the old run's files stay, and config.json and class_weights.json wait, until
-    this run writes its first metrics row or checkpoint (`commit`), when the old files are moved
-    aside and removed in one step. A start that ends in an error before then leaves the folder as
-    it found it: a folder this start created is removed, one that existed gets back what it held."""
+    --overwrite=true the old run's files (`replaces`) stay, and config.json and class_weights.json
+    wait, until this run writes its first metrics row or checkpoint (`commit`), when the old files
+    are moved aside and removed in one step. A start that ends in an error before then leaves the
+    folder as it found it: a folder this start created is removed, one that existed gets back what
+    it held."""
 
-    def __init__(self, run_dir=None, lock_fd=None, created=False, lock_created=False, replaces=(), log=print):
+    def __init__(self, run_dir=None, lock_fd=None, created=False, lock_created=False, log=print):
         self.run_dir, self.lock_fd, self.tb, self.log = run_dir, lock_fd, None, log
         self.created, self.lock_created = created, lock_created
-        self.replaces, self.deferred, self.before = list(replaces), {}, {}
-        self.committed, self.output = not replaces, False
+        self.replaces, self.deferred, self.before, self.output = [], {}, {}, False
         self.events = set(_events(run_dir)) if run_dir else set()
-        if run_dir:
-            _OPEN[os.path.abspath(run_dir)] = self
 
     def write_text(self, name, text):
         """A file of this run (config.json, class_weights.json), written whole; kept back until the
-        commit when it would replace the previous run's."""
-        if not self.committed:
+        commit while it would replace the previous run's."""
+        if self.replaces:
             self.deferred[name] = text
             return
         path = os.path.join(self.run_dir, name)
         if name not in self.before:
-            with open(path, "rb") if os.path.isfile(path) else contextlib.nullcontext() as f:
-                self.before[name] = f.read() if f is not None else None
+            self.before[name] = pathlib.Path(path).read_bytes() if os.path.isfile(path) else None
         replace_text(path, text)
 
     def commit(self):
         """This run's first output is about to be written: the previous run's files go in one step."""
         self.output = True
-        if self.committed:
+        if not self.replaces:
             return
         aside = os.path.join(self.run_dir, f".segnet-tmp-{os.getpid()}-replaced")
         os.makedirs(aside, exist_ok=True)
         for name in self.replaces:
             os.replace(os.path.join(self.run_dir, name), os.path.join(aside, name))
-        self.committed = True
+        replaced, self.replaces = self.replaces, []
         for name, text in self.deferred.items():
             self.write_text(name, text)
         shutil.rmtree(aside)
-        self.log(f"--overwrite=true: this run's first output replaced the previous run's {', '.join(self.replaces)}")
+        self.log(f"--overwrite=true: this run's first output replaced the previous run's {', '.join(replaced)}")
+
+    def append_metrics_row(self, row):
+        self.commit()
+        append_metrics_row(self.run_dir, row)
+
+    def save_checkpoint(self, name, checkpoint):
+        """checkpoint.save_checkpoint into the folder, once the previous run there is replaced."""
+        self.commit()
+        save_checkpoint(os.path.join(self.run_dir, name), checkpoint)
 
     def abandon(self):
         """An error before this run wrote any output: the folder as this start found it."""
@@ -91,8 +98,6 @@ class RunFolder:
     def __exit__(self, kind, *exc):
         if self.tb is not None:
             self.tb.close()
-        if self.run_dir:
-            _OPEN.pop(os.path.abspath(self.run_dir), None)
         if self.lock_fd is not None:
             unlock_folder(self.lock_fd)
             self.lock_fd = None
@@ -100,24 +105,9 @@ class RunFolder:
                 self.abandon()
 
 
-_OPEN = {}  # run folder -> its RunFolder, for the writers of a run's outputs (commit first)
-
-
 def _events(run_dir):
+    """The TensorBoard event files in `run_dir`."""
     return [n for n in os.listdir(run_dir) if n.startswith("events.out.tfevents")] if os.path.isdir(run_dir) else []
-
-
-def commit(run_dir):
-    """Before a run's output (a metrics row, a checkpoint) is written to `run_dir`."""
-    folder = _OPEN.get(os.path.abspath(run_dir))
-    if folder is not None:
-        folder.commit()
-
-
-def save_run_checkpoint(run_dir, name, checkpoint):
-    """checkpoint.save_checkpoint into the run folder, after the previous run there is replaced."""
-    commit(run_dir)
-    save_checkpoint(os.path.join(run_dir, name), checkpoint)
 
 
 def resumes_in_place(config):
@@ -154,7 +144,6 @@ def open_run_folder(config, master, ckpt, log):
                                 f"run a new --out_dir, or replace that run with --overwrite=true")
             folder.replaces = sorted(set(found) | {n for n in os.listdir(run_dir) if n in PREVIOUS_RUN_FILES
                                                    or n.startswith("eval-")})
-            folder.committed = False
             log(f"--overwrite=true: the previous run's {', '.join(folder.replaces)} in {run_dir} stay until this "
                 f"run writes its first checkpoint or metrics row, and are then replaced")
         remove_temp_files(run_dir, log)
@@ -217,7 +206,6 @@ def append_metrics_row(run_dir, row):
     """metrics.csv with `row` as its last line: rows from iteration row["iter"] on (written by a run
     that went further before it was stopped, and now redone) are replaced, so no iteration ever
     has two rows. The file is rewritten whole (files.replace_file)."""
-    commit(run_dir)
     path = os.path.join(run_dir, "metrics.csv")
     rows = []
     if os.path.exists(path):
