@@ -118,6 +118,18 @@ def to_rgb(im):
     return np.array(im if im.mode == "RGB" else im.convert("RGB"))
 
 
+def decoded_size(path):
+    """(width, height) of an image file, after checking its structure (PNG: every chunk's CRC and
+    the end marker) and decoding every pixel, as training will (a truncated JPEG passes the
+    structure check and fails only there); PIL's own exception where either fails."""
+    with Image.open(path) as im:
+        size = im.size
+        im.verify()
+    with Image.open(path) as im:
+        im.load()
+    return size
+
+
 def read_image(path):
     """Decode an image file of any mode to (H, W, 3) uint8 RGB (`to_rgb`); a broken file is a
     ValueError naming it."""

@@ -12,26 +12,17 @@ class indices and its values checked.
 import collections
 import sys
 
-from PIL import Image
-
 from ..class_weights import PixelCounts
 from ..config import help_text, parse_overrides, wants_help
 from ..errors import UserError, user_errors
-from .base import SPLITS, VOID, MissingSplit
+from .base import SPLITS, VOID, MissingSplit, decoded_size
 from .registry import DATASETS, DatasetNames
 
 
 def file_size(path):
-    """(width, height) from the file's header, after checking the file's structure (PNG: every
-    chunk's CRC and the end marker) and decoding every pixel, as training will (a truncated JPEG
-    passes the structure check and fails only there)."""
+    """(width, height) of a file that decodes in full (base.decoded_size); a ValueError naming it."""
     try:
-        with Image.open(path) as im:
-            size = im.size
-            im.verify()
-        with Image.open(path) as im:
-            im.load()
-        return size
+        return decoded_size(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is missing") from None
     except (OSError, SyntaxError, ValueError) as e:

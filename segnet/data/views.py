@@ -8,11 +8,10 @@ import collections
 import pathlib
 
 import torch
-from PIL import Image
 from torchvision import tv_tensors
 
 from ..transforms import eval_transforms
-from .base import read_image
+from .base import decoded_size, read_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -96,10 +95,9 @@ class UnlabelledImages(torch.utils.data.Dataset):
 
 
 def undecodable(path):
-    """Why `path` cannot be predicted on (it does not decode in full), or None."""
+    """Why `path` cannot be predicted on (it does not decode in full: base.decoded_size), or None."""
     try:
-        with Image.open(path) as im:
-            im.load()
+        decoded_size(path)
     except (OSError, SyntaxError, ValueError) as e:
         return f"not a readable image ({e})"
     return None
