@@ -127,7 +127,7 @@ def main(argv=None):
     torch.manual_seed(config["seed"])
     log = print if rt.master else (lambda *a, **k: None)
     log(f"config:\n{format_config(config)}")
-    log(f"device {rt.device}, autocast {rt.dtype_name}, {rt.layout}, world size {rt.world}")
+    log(f"device {rt.device}, {rt.precision}, {rt.layout}, world size {rt.world}")
 
     with user_errors():
         folder = open_run_folder(config, rt.master, ckpt, log)  # before any data is read: writable, and ours alone
