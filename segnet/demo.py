@@ -53,8 +53,9 @@ EXIF_ORIENTATION = 0x0112
 
 
 def _gradio():
-    """Gradio, imported with its telemetry off (it reads the switch at import)."""
+    """Gradio, imported with its telemetry off (it reads the switches at import): it runs offline."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"  # huggingface_hub, which Gradio imports, also reports
     try:
         import gradio
     except ImportError:
@@ -144,7 +145,6 @@ class Segmenter:
         self.bayesian = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
         self.folder = folder or tempfile.gettempdir()
         self.lock = threading.Lock()
-        self.running = self.most_at_once = 0
 
     def __call__(self, path, name, mc_samples=0, limit=None):
         """(image as read: (H, W, 3) uint8, class map (H, W) uint8, uncertainty (H, W) float or None,
@@ -158,18 +158,13 @@ class Segmenter:
         finally:
             if turned != path:
                 os.remove(turned)
-        with self.lock:
-            self.running += 1
-            self.most_at_once = max(self.most_at_once, self.running)
-            try:
-                t0 = time.perf_counter()
-                batch, = model_predictions(self.model, [collate([item])], self.rt.device, self.rt.dtype,
-                                           self.rt.channels_last, mc_samples=mc_samples)
-                pred = batch.preds[0].to(torch.uint8).cpu().numpy()
-                unc = batch.uncertainty[0].float().cpu().numpy() if batch.uncertainty is not None else None
-                seconds = time.perf_counter() - t0
-            finally:
-                self.running -= 1
+        with self.lock, torch.inference_mode():  # as evaluation.tally runs it
+            t0 = time.perf_counter()
+            batch, = model_predictions(self.model, [collate([item])], self.rt.device, self.rt.dtype,
+                                       self.rt.channels_last, mc_samples=mc_samples)
+            pred = batch.preds[0].to(torch.uint8).cpu().numpy()
+            unc = batch.uncertainty[0].float().cpu().numpy() if batch.uncertainty is not None else None
+            seconds = time.perf_counter() - t0
         return image, pred, unc, seconds
 
 
