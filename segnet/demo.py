@@ -257,8 +257,7 @@ def build_page(seg, examples, limit=None):
                                     elem_id="opacity")
                 mc = gr.Checkbox(False, label="Monte Carlo dropout (Bayesian SegNet)", visible=seg.bayesian)
                 samples = gr.Slider(2, 32, value=MC_SAMPLES, step=1, label="samples", visible=seg.bayesian)
-                legend = gr.HTML(label="legend", elem_id="legend")
-                info = gr.Markdown(label="info", elem_id="info")
+                gr.Examples(examples, inputs=upload, label="examples")
             with gr.Column(scale=2):
                 with gr.Row():
                     shown = gr.Image(label="input", format="png", interactive=False, elem_id="input")
@@ -266,8 +265,10 @@ def build_page(seg, examples, limit=None):
                                             elem_id="segmentation")
                 uncertainty = gr.Image(label="uncertainty (variance over the samples)", format="png",
                                        interactive=False, visible=seg.bayesian, elem_id="uncertainty")
+                with gr.Row():
+                    legend = gr.HTML(label="legend", elem_id="legend")
+                    info = gr.Markdown(label="info", elem_id="info")
         last = gr.State()
-        gr.Examples(examples, inputs=upload, label="examples")
         outputs = [shown, segmentation, uncertainty, legend, info, last]
         inputs = [upload, opacity, mc, samples]
         # one queue, one request at a time on the one model; the file arrives unopened (preprocess

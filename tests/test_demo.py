@@ -34,7 +34,7 @@ from segnet.errors import run_cli
 from segnet.weights import save_weights, weights_from_checkpoint
 
 SHIPPED = REPO / "weights" / "segnet_basic_camvid.pt"
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium")
                  if p and os.path.isfile(p)), None)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -169,12 +169,17 @@ def test_the_page_segments_as_predict_mode_does(client, images):
         assert legend.count('class="segnet-class"') == len(np.unique(expected.reshape(-1, 3), axis=0))
 
 
-def test_a_bad_or_too_large_file_gets_its_message(client, server, tmp_path):
+def test_a_bad_or_too_large_file_gets_its_message(client, server, images, tmp_path):
     from gradio_client.exceptions import AppError
     (tmp_path / "notes.png").write_text("not a picture")
     with pytest.raises(AppError) as e:
         segment(client, tmp_path / "notes.png")
     assert str(e.value) == "notes.png is not an image (expected a picture: PNG, JPG, JPEG, BMP, TIF, TIFF, ...)"
+    whole = images["frame.png"][0].read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(AppError) as e:
+        segment(client, tmp_path / "cut.png")
+    assert str(e.value) == "cut.png is cut short or corrupt: it does not decode in full"
     Image.new("1", (9500, 9500)).save(tmp_path / "huge.png")  # 11 kB on disk, 90,250,000 pixels
     with pytest.raises(AppError) as e:
         segment(client, tmp_path / "huge.png")
