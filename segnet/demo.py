@@ -16,6 +16,7 @@ import html
 import os
 import pathlib
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -297,6 +298,17 @@ def serve(blocks, host, port, share, allowed):
     return share_url or url
 
 
+def check_port(host, port):
+    """OSError unless `port` can be served on `host` (said before minutes of loading, not after)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: a port in TIME_WAIT is free
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise OSError(f"--port={port} cannot be served on --host={host} ({e.strerror or e}): "
+                          f"another program has it; pick another with --port=N") from None
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if wants_help(argv):
@@ -308,6 +320,7 @@ def main(argv=None):
     args = parse_overrides(DEFAULTS, [a for a in argv if a.startswith("--")], presets={},
                            minimums={"port": 1})
     with user_errors():
+        check_port(args["host"], args["port"])
         _gradio()  # before the model loads: a missing Gradio is one line at once
     with tempfile.TemporaryDirectory(prefix="segnet-demo-") as folder:
         with user_errors():
