@@ -9,7 +9,7 @@ The page runs predict mode's code on each image (segnet.data.UnlabelledImages re
 model's input size, segnet.evaluation.model_predictions brings the prediction back to the image's
 own size, segnet.visualize colours it), so it shows what `Evaluate_SegNet.py CKPT --images=FILE`
 writes to colour/. Gradio serves it (`pip install gradio`, optional like PyAV for video); it runs
-offline: no analytics, no fonts or version checks fetched. Requests are queued and run one at a
+offline: no analytics or telemetry, no web fonts. Requests are queued and run one at a
 time on the one model, loaded once. docs/demo.md.
 """
 import html
@@ -40,7 +40,7 @@ from .evaluation import model_predictions
 from .visualize import checkpoint_palette, colorize, heatmap
 
 DEFAULTS = {
-    "port": 7860,            # the first port tried; a busy one is an error, not a silent other port
+    "port": 7860,            # a busy port is refused in one line (never a silent other one)
     "host": "127.0.0.1",     # 127.0.0.1: this machine only | 0.0.0.0: every network this machine is on
     "device": "auto",        # auto | cpu | cuda | cuda:N
     "share": False,          # true: a public *.gradio.live link through Gradio's servers (needs the internet)
@@ -67,7 +67,7 @@ def _gradio():
 def max_pixels():
     """The largest image taken: PIL's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS,
     89,478,485 pixels by default), the limit the rest of the repo reads images under."""
-    return Image.MAX_IMAGE_PIXELS
+    return Image.MAX_IMAGE_PIXELS or float("inf")  # None: PIL's check switched off by the user
 
 
 def check_image(path, name, limit):
@@ -87,18 +87,20 @@ def check_image(path, name, limit):
     if w * h > limit:
         raise ValueError(f"{name} is too large: {w}x{h} = {w * h:,} pixels; the demo takes images of at most "
                          f"{limit:,} pixels")
-    problem = undecodable(path)
-    if problem:
+    if undecodable(path):
         raise ValueError(f"{name} is cut short or corrupt: it does not decode in full")
 
 
 def upright(path, folder):
     """`path`, or a lossless copy in `folder` turned as its EXIF orientation says (a phone photo
     is stored sideways with a note; a browser shows it turned, so the demo segments it turned)."""
-    with Image.open(path) as im:
-        if im.getexif().get(EXIF_ORIENTATION, 1) == 1:
-            return path
-        turned = ImageOps.exif_transpose(im)
+    try:
+        with Image.open(path) as im:
+            if im.getexif().get(EXIF_ORIENTATION, 1) == 1:
+                return path
+            turned = ImageOps.exif_transpose(im)
+    except (OSError, SyntaxError, ValueError):  # EXIF that does not parse: the pixels as stored
+        return path
     fd, name = tempfile.mkstemp(suffix=".png" if turned.mode in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
                                 else ".tiff", dir=folder)
     os.close(fd)
@@ -147,10 +149,10 @@ class Segmenter:
         self.folder = folder or tempfile.gettempdir()
         self.lock = threading.Lock()
 
-    def __call__(self, path, name, mc_samples=0, limit=None):
+    def __call__(self, path, name, mc_samples=0):
         """(image as read: (H, W, 3) uint8, class map (H, W) uint8, uncertainty (H, W) float or None,
         seconds of inference) for the image file `path`; a ValueError names it as `name`."""
-        check_image(path, name, max_pixels() if limit is None else limit)
+        check_image(path, name, max_pixels())
         turned = upright(path, self.folder)
         try:
             image = read_image(turned)  # what predict mode reads, shown beside the segmentation
@@ -216,8 +218,8 @@ class Page:
     """The page's handlers over one Segmenter: the segmentation of an upload, and the overlay redrawn
     at another opacity (no model call)."""
 
-    def __init__(self, seg, limit=None):
-        self.seg, self.limit = seg, limit
+    def __init__(self, seg):
+        self.seg = seg
 
     def segment(self, upload, opacity, mc, samples):
         gr = _gradio()
@@ -226,7 +228,7 @@ class Page:
         name = pathlib.Path(upload.get("orig_name") or upload["path"]).name
         samples = int(samples) if mc and self.seg.bayesian else 0
         try:
-            image, pred, unc, seconds = self.seg(upload["path"], name, samples, self.limit)
+            image, pred, unc, seconds = self.seg(upload["path"], name, samples)
         except ValueError as e:  # the user's file: a message on the page, nothing in the terminal
             raise gr.Error(str(e), print_exception=False) from None
         colours = colorize(pred, self.seg.palette)
@@ -241,11 +243,11 @@ class Page:
         return None if last is None else blend(last[0], last[1], opacity)
 
 
-def build_page(seg, examples, limit=None):
+def build_page(seg, examples):
     """The Gradio page: the upload, the input beside its segmentation, the legend, the timing, the
     examples, and for a Bayesian model the Monte Carlo switch and the uncertainty map."""
     gr = _gradio()
-    page = Page(seg, limit)
+    page = Page(seg)
     names = ", ".join(seg.class_names)
     with gr.Blocks(title="SegNet demo", analytics_enabled=False) as blocks:
         gr.Markdown(f"## SegNet: {seg.config['model']} ({seg.path.name})\n{len(seg.class_names)} classes: "
