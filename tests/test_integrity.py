@@ -1,0 +1,162 @@
+"""What is read is what it claims to be, and what is wrong with it is one line: the shipped weights'
+sha256 on every load, malformed checkpoints, oversized images, dataset.json, the class-weight
+cache, all-void labels, results.md's table (docs/reliability.md, "Integrity" and "One-line errors")."""
+import hashlib
+import json
+import pathlib
+import re
+import shutil
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import Evaluate_SegNet
+import hubconf
+import Train_SegNet
+from segnet import checkpoint
+from segnet.checkpoint import load_checkpoint, save_checkpoint
+from segnet.errors import run_cli
+from segnet.export import main as export_main
+from segnet.model import SegNet
+from segnet.weights import main as weights_main
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "weights" / "segnet_basic_camvid.pt"
+
+
+def one_line(capsys, main, argv):
+    """The command's stderr, after checking it is one line, no traceback, exit status 2."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+# -- integrity: the shipped weights are checked on every load -------------------------------------
+def test_the_sha256_list_names_the_shipped_file_with_its_hash():
+    listed = dict(line.split()[::-1] for line in (REPO / "weights" / "files.sha256").read_text().splitlines())
+    assert listed == {SHIPPED.name: hashlib.sha256(SHIPPED.read_bytes()).hexdigest()}
+    assert f"`{listed[SHIPPED.name]}`" in (REPO / "README.md").read_text()
+
+
+@pytest.fixture
+def weights_copy(tmp_path, monkeypatch):
+    """The shipped file and its sha256 list in a repo-like weights/ folder the loaders treat as the repo's."""
+    folder = tmp_path / "repo" / "weights"
+    folder.mkdir(parents=True)
+    shutil.copy(SHIPPED, folder)
+    shutil.copy(REPO / "weights" / "files.sha256", folder)
+    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", folder)
+    monkeypatch.setitem(hubconf.SHIPPED, "segnet_basic", folder / SHIPPED.name)
+    return folder / SHIPPED.name
+
+
+def flip_a_weight(path):
+    """One byte flipped inside the classifier's weight tensor: torch.load reads it without a word."""
+    data = bytearray(path.read_bytes())
+    tensor = torch.load(path, weights_only=True)["model"]["classifier.weight"]
+    at = bytes(data).find(tensor.numpy().tobytes())
+    assert at > 0
+    data[at + 5] ^= 0x10
+    path.write_bytes(bytes(data))
+    changed = torch.load(path, weights_only=True)["model"]["classifier.weight"]
+    assert not torch.equal(changed, tensor)  # the change reaches the model unless the hash stops it
+
+
+def test_a_changed_shipped_file_is_refused_by_the_hub_evaluation_export_and_weights(weights_copy, tmp_path, capsys):
+    model = hubconf.segnet_basic(pretrained=True)  # the untouched copy loads
+    assert model.class_names[0] == "Sky"
+    flip_a_weight(weights_copy)
+    found = hashlib.sha256(weights_copy.read_bytes()).hexdigest()
+    expected = (REPO / "weights" / "files.sha256").read_text().split()[0]
+    message = (f"{weights_copy} is not the file this repo ships: its sha256 is {found}, files.sha256 lists "
+               f"{expected}; restore it (git checkout -- weights/{SHIPPED.name}, or clone the repo again), or put "
+               f"a file of your own outside weights/")
+    with pytest.raises(ValueError) as e:
+        hubconf.segnet_basic(pretrained=True)
+    assert str(e.value) == message
+    for main, argv in ((Evaluate_SegNet.main, [str(weights_copy), f"--out_dir={tmp_path / 'eval'}"]),
+                       (export_main, [str(weights_copy), f"--out={tmp_path / 'm.onnx'}"])):
+        assert one_line(capsys, main, argv) == f"error: {message}\n"
+    assert not (tmp_path / "eval").exists() and not (tmp_path / "m.onnx").exists()
+
+
+def test_a_copy_outside_the_weights_folder_is_the_users_own(weights_copy, tmp_path):
+    mine = tmp_path / SHIPPED.name  # same name, another folder: not in the list
+    shutil.copy(weights_copy, mine)
+    flip_a_weight(mine)
+    assert load_checkpoint(mine, kinds=(checkpoint.WEIGHTS_KIND,))["class_names"][0] == "Sky"
+    link = weights_copy.parent / "link.pt"  # a link into weights/ is judged by where it leads
+    link.symlink_to(mine)
+    assert checkpoint.listed_sha256(link) is None and checkpoint.listed_sha256(weights_copy) is not None
+
+
+def test_the_list_is_read_afresh_on_every_load(weights_copy):
+    load_checkpoint(weights_copy, kinds=(checkpoint.WEIGHTS_KIND,))
+    listing = weights_copy.parent / "files.sha256"
+    listing.write_text(f"{'0' * 64}  {SHIPPED.name}\n")
+    with pytest.raises(ValueError, match="files.sha256 lists 0000"):
+        load_checkpoint(weights_copy, kinds=(checkpoint.WEIGHTS_KIND,))
+
+
+# -- a checkpoint's contents are checked once, at load --------------------------------------------
+def lite_checkpoint(path, **changes):
+    """A SegNet-Lite checkpoint of 3 classes, written as Train_SegNet.py writes one, with `changes`
+    to its config (None removes the key); `changes["_drop"]` removes a top-level key."""
+    drop = changes.pop("_drop", None)
+    config = {"config": "camvid", **Train_SegNet.DEFAULTS, "model": "segnet_lite", "num_classes": 3,
+              "init_encoder": "none", "height": 16, "width": 24}
+    config = {k: v for k, v in {**config, **changes}.items() if v is not None}
+    ck = {"model": SegNet(3, spec="segnet_lite").state_dict(), "config": config, "class_names": ["a", "b", "c"],
+          "iter": 1, "best_metric": 0.0, "optimizer": {}}
+    ck.pop(drop, None)
+    path.parent.mkdir(exist_ok=True)
+    save_checkpoint(path, ck)
+    return path
+
+
+@pytest.mark.parametrize("changes, said", [
+    ({"height": "abc"}, "its config's height='abc' is not int"),
+    ({"height": -5}, "its config's height=-5 is below 1"),
+    ({"width": None}, "its config has no 'width'"),
+    ({"dropout": float("nan")}, "its config's dropout=nan is not a number"),
+    ({"bayesian": 1}, "its config's bayesian=1 is not bool"),
+    ({"_drop": "config"}, "no 'config' dict"),
+    ({"_drop": "model"}, "no 'model' dict"),
+    ({"_drop": "class_names"}, "no 'class_names' list of strings"),
+    ({"num_classes": 4}, "3 class names for num_classes=4"),
+])
+def test_a_malformed_checkpoint_is_one_line_naming_the_key(tmp_path, capsys, changes, said):
+    path = lite_checkpoint(tmp_path / "run" / "last.pt", **changes)
+    expected = f"error: checkpoint {path}: {said}; the file is damaged or was not written by this repo\n"
+    for main, argv in ((Evaluate_SegNet.main, [str(path), f"--out_dir={tmp_path / 'eval'}"]),
+                       (export_main, [str(path), f"--out={tmp_path / 'm.onnx'}"]),
+                       (weights_main, [str(path), f"--out={tmp_path / 'w.pt'}"]),
+                       (Train_SegNet.main, [f"--resume={path}"])):
+        assert one_line(capsys, main, argv) == expected, main.__module__
+
+
+def test_a_v1_file_without_a_config_is_one_line(tmp_path):
+    torch.save({"kind": "segnet-checkpoint-v1", "model": {}}, tmp_path / "v1.pt")
+    with pytest.raises(ValueError, match=r"v1.pt: no 'config' dict;"):
+        load_checkpoint(tmp_path / "v1.pt")
+
+
+def test_segnet_weights_given_a_weights_file_says_so(tmp_path, capsys):
+    err = one_line(capsys, weights_main, [str(SHIPPED), f"--out={tmp_path / 'w.pt'}"])
+    assert err == (f"error: {SHIPPED} already is a weights file (written by python -m segnet.weights): evaluate or "
+                   f"export it as it is; give a training checkpoint (RUN/best.pt) to make one\n")
+    assert "resume" not in err and not (tmp_path / "w.pt").exists()
+
+
+def test_the_hubs_missing_weights_advice_names_the_file_it_loads(tmp_path, monkeypatch):
+    monkeypatch.setattr(hubconf, "SHIPPED", {"segnet_basic": hubconf.HERE / "weights" / "gone.pt"})
+    with pytest.raises(ValueError) as e:
+        hubconf.segnet_basic(pretrained=True)
+    assert "--out=weights/gone.pt" in str(e.value) and "segnet_basic.pt" not in str(e.value)
