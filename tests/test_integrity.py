@@ -19,6 +19,8 @@ import hubconf
 import Train_SegNet
 from segnet import checkpoint
 from segnet.checkpoint import load_checkpoint, save_checkpoint
+from segnet.data.__main__ import main as run_data
+from segnet.data.base import read_image
 from segnet.errors import run_cli
 from segnet.export import main as export_main
 from segnet.model import SegNet
@@ -160,3 +162,73 @@ def test_the_hubs_missing_weights_advice_names_the_file_it_loads(tmp_path, monke
     with pytest.raises(ValueError) as e:
         hubconf.segnet_basic(pretrained=True)
     assert "--out=weights/gone.pt" in str(e.value) and "segnet_basic.pt" not in str(e.value)
+
+
+# -- data: oversized images, dataset.json, truncated JPEGs, all-void labels ------------------------
+def make_folder(root, splits=("train", "val"), void=False):
+    """A folder data set of two classes, two 16x24 pairs per split (JPEG images, index labels)."""
+    root.mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({"classes": ["bg", "fg"]}))
+    for split in splits:
+        for sub in ("images", "labels"):
+            (root / sub / split).mkdir(parents=True)
+        for i in range(2):
+            label = np.full((16, 24), 255, np.uint8) if void else np.zeros((16, 24), np.uint8)
+            label[8:, :] = 255 if void else 1
+            Image.fromarray(label * 100).convert("RGB").save(root / "images" / split / f"im{i}.jpg")
+            Image.fromarray(label).save(root / "labels" / split / f"im{i}.png")
+    return root
+
+
+def png_claiming(path, width, height):
+    """A PNG of a few bytes whose header says width x height (RGB): opening it allocates nothing."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+TRAIN = ["--dataset=folder", "--model=segnet_lite", "--init_encoder=none", "--height=16", "--width=24",
+         "--batch_size=2", "--num_workers=0", "--max_iters=1", "--bn_recompute=false"]
+
+
+def check_and_train(capsys, root, tmp_path):
+    """check's and training's one-line errors on the folder data set at `root`."""
+    check = one_line(capsys, run_data, ["check", "--dataset=folder", f"--data_root={root}"])
+    train = one_line(capsys, Train_SegNet.main, [*TRAIN, f"--data_root={root}", f"--out_dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run" / "last.pt").exists()
+    return check, train
+
+
+@pytest.mark.parametrize("width, height", [(30000, 30000), (10000, 10000)])  # PIL: error at 2x its limit, warning at 1x
+def test_an_image_over_the_pixel_limit_is_one_line_in_check_and_training(tmp_path, capsys, width, height):
+    root = make_folder(tmp_path / "d")
+    big = root / "images" / "train" / "im1.png"
+    (root / "images" / "train" / "im1.jpg").unlink()
+    png_claiming(big, width, height)
+    size = f"{width}x{height}, " if width == 10000 else ""
+    said = (f"{big} is {size}{width * height:,} pixels: more than the 89,478,485 pixels an image may have "
+            f"(PIL's decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS); resize it")
+    check, train = check_and_train(capsys, root, tmp_path)
+    assert check == f"error: 1 problem in {root}, the first: {said}\n"
+    assert train == f"error: {said}\n"
+    with pytest.raises(ValueError, match=re.escape(said)):
+        read_image(big)  # predict mode and evaluation read through the same function
+
+
+def test_a_deeply_nested_dataset_json_is_one_line(tmp_path, capsys):
+    root = make_folder(tmp_path / "d")
+    (root / "dataset.json").write_text("[" * 100000 + "]" * 100000)
+    check, train = check_and_train(capsys, root, tmp_path)
+    said = f"error: {root / 'dataset.json'} is not valid JSON (nested too deeply)\n"
+    assert check == train == said
+
+
+def test_a_truncated_jpeg_is_a_problem_in_check(tmp_path, capsys):
+    root = make_folder(tmp_path / "d")
+    jpeg = root / "images" / "train" / "im1.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 24, 3), np.uint8)).save(jpeg, quality=95)
+    jpeg.write_bytes(jpeg.read_bytes()[:-200])  # the header parses; the scan data is cut
+    check, train = check_and_train(capsys, root, tmp_path)
+    assert check.startswith(f"error: 1 problem in {root}, the first: {jpeg} is corrupt or not an image (")
+    assert train.startswith(f"error: {jpeg} is corrupt or not an image (")

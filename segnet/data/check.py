@@ -15,7 +15,7 @@ import sys
 from ..class_weights import PixelCounts
 from ..config import help_text, parse_overrides, wants_help
 from ..errors import UserError, user_errors
-from .base import SPLITS, VOID, MissingSplit, decoded_size
+from .base import SPLITS, VOID, ImageTooLarge, MissingSplit, decoded_size
 from .registry import DATASETS, DatasetNames
 
 
@@ -25,6 +25,8 @@ def file_size(path):
         return decoded_size(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is missing") from None
+    except ImageTooLarge:
+        raise
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path} is corrupt or not an image ({e}); replace it or remove the pair") from None
 
