@@ -232,3 +232,53 @@ def test_a_truncated_jpeg_is_a_problem_in_check(tmp_path, capsys):
     check, train = check_and_train(capsys, root, tmp_path)
     assert check.startswith(f"error: 1 problem in {root}, the first: {jpeg} is corrupt or not an image (")
     assert train.startswith(f"error: {jpeg} is corrupt or not an image (")
+
+
+def test_all_void_labels_are_a_problem_in_check_and_training_refuses_them(tmp_path, capsys):
+    root = make_folder(tmp_path / "d", void=True)
+    check, train = check_and_train(capsys, root, tmp_path)
+    said = (f"{root / 'labels' / 'train'}: every pixel of its 2 labels is void (255): nothing to learn from or "
+            f"score; the labels do not hold the class indices (or colours) this data set expects")
+    assert check == f"error: 2 problems in {root}, the first: {said}\n"
+    assert train == f"error: {said}\n"
+    out = capsys.readouterr().out
+    assert "no problems found" not in out
+
+
+def test_a_class_without_a_pixel_in_train_is_a_problem_in_check(tmp_path, capsys):
+    root = make_folder(tmp_path / "d")
+    for i in range(2):  # train: background only; val keeps both classes
+        Image.fromarray(np.zeros((16, 24), np.uint8)).save(root / "labels" / "train" / f"im{i}.png")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_cli(run_data, ["check", "--dataset=folder", f"--data_root={root}"])
+    out, err = capsys.readouterr()
+    said = (f"{root / 'labels' / 'train'}: no pixel of 1 of the 2 classes (fg) in its 2 labels: their "
+            f"median-frequency weight is 0 and they are never learned")
+    assert err == f"error: 1 problem in {root}, the first: {said}\n"
+    assert "median-frequency weights (train): bg 1.0000, fg 0.0000" in out
+
+
+@pytest.mark.parametrize("content, why", [
+    ("{not json", "cannot be read (JSONDecodeError)"),
+    ("[" * 100000, "cannot be read (RecursionError)"),
+    (json.dumps({"weights": [1, 2]}), "does not hold 2 weights"),
+    ("[1.0]", "does not hold 2 weights"),
+    ("[1.0, NaN]", "holds a weight that is negative or not finite"),
+    ('[1.0, "x"]', "does not hold 2 weights"),
+])
+def test_a_damaged_class_weight_cache_is_noted_and_recounted(tmp_path, capsys, content, why):
+    from segnet.class_weights import compute_class_weights
+    from segnet.data import Folder
+    train = Folder(make_folder(tmp_path / "d", splits=("train",)), "train")
+    first = compute_class_weights("median_frequency", train, cache_dir=tmp_path / "cache")
+    (cache,) = (tmp_path / "cache").iterdir()
+    good = cache.read_text()
+    cache.write_text(content)
+    capsys.readouterr()
+    again = compute_class_weights("median_frequency", train, cache_dir=tmp_path / "cache")
+    assert torch.equal(again, first) and cache.read_text() == good
+    assert capsys.readouterr().out == (f"note: class-weight cache {cache} {why}; counting the labels again and "
+                                       f"rewriting it\n")
+    compute_class_weights("median_frequency", train, cache_dir=tmp_path / "cache")
+    assert capsys.readouterr().out == ""  # the rewritten cache is used
