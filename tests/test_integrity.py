@@ -282,3 +282,43 @@ def test_a_damaged_class_weight_cache_is_noted_and_recounted(tmp_path, capsys, c
                                        f"rewriting it\n")
     compute_class_weights("median_frequency", train, cache_dir=tmp_path / "cache")
     assert capsys.readouterr().out == ""  # the rewritten cache is used
+
+
+# -- results.md stays a table ---------------------------------------------------------------------
+def table_rows(text):
+    """Each Markdown table row of `text` as its cells, unescaped (a `\\|` is a pipe inside a cell)."""
+    rows = []
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            continue
+        cells, cell, chars = [], "", iter(line[1:])
+        for c in chars:
+            if c == "\\":
+                cell += next(chars)
+            elif c == "|":
+                cells.append(cell.strip())
+                cell = ""
+            else:
+                cell += c
+        assert cell.strip() == "", line  # every row ends with a pipe
+        rows.append(cells)
+    return rows
+
+
+def test_results_md_escapes_pipes_and_line_breaks_in_every_cell(tmp_path):
+    from segnet.metrics import METRICS, PER_CLASS_METRICS
+    from segnet.outputs import write_results_md
+    names = ["sky|cloud", "road\nlane", "back\\slash|", "car"]
+    result = {"iter": 3, "num_images": 2, "split": "test", "checkpoint": "run|x/last.pt",
+              **{k.key: 0.5 for k in METRICS},
+              "per_class": {n: {k.per_class: 0.25 for k in PER_CLASS_METRICS} for n in names}}
+    config = {"model": "segnet|lite", "dataset": "folder", "height": 16, "width": 24}
+    rows = [("published | row\nsplit", 80.0, 60.0, 50.0, None)]
+    write_results_md(tmp_path / "results.md", result, config, rows, "python Evaluate_SegNet.py x", "cpu", 1.0)
+    text = (tmp_path / "results.md").read_text()
+    table = table_rows(text)
+    assert [len(r) for r in table] == [len(METRICS) + 1] * 4 + [len(PER_CLASS_METRICS) + 1] * (2 + len(names))
+    assert table[2][0].startswith("**ours**: segnet|lite, 16x24 input")
+    assert table[3] == ["published | row split", "80.00", "60.00", "50.00", "-"]
+    assert [r[0] for r in table[6:]] == ["sky|cloud", "road lane", "back\\slash|", "car"]
+    assert "Checkpoint: `run|x/last.pt`" in text
