@@ -322,3 +322,14 @@ def test_results_md_escapes_pipes_and_line_breaks_in_every_cell(tmp_path):
     assert table[3] == ["published | row split", "80.00", "60.00", "50.00", "-"]
     assert [r[0] for r in table[6:]] == ["sky|cloud", "road lane", "back\\slash|", "car"]
     assert "Checkpoint: `run|x/last.pt`" in text
+
+
+def test_segnet_weights_says_when_the_file_it_wrote_needs_a_new_line_in_the_list(weights_copy, tmp_path, capsys):
+    listing = weights_copy.parent / "files.sha256"
+    listing.write_text(listing.read_text() + f"{'0' * 64}  new.pt\n")
+    ckpt = lite_checkpoint(tmp_path / "run" / "last.pt")
+    assert weights_main([str(ckpt), f"--out={weights_copy.parent / 'new.pt'}"]) == 0
+    digest = hashlib.sha256((weights_copy.parent / "new.pt").read_bytes()).hexdigest()
+    assert capsys.readouterr().out.splitlines()[-1] == (f"note: weights/files.sha256 lists sha256 {'0' * 64} for "
+                                                        f"new.pt; put {digest} in its place (and in the README), "
+                                                        f"docs/weights.md")
