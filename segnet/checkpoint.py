@@ -81,11 +81,11 @@ def load_checkpoint(path, map_location="cpu", kinds=(CHECKPOINT_KIND,)):
     return ckpt
 
 
-def listed_sha256(path, folder=None):
+def listed_sha256(path):
     """The sha256 that weights/files.sha256 lists for `path`, or None. Only the repo's own
     weights/ folder counts (the path resolved, links followed): a copy elsewhere, even of the same
     name, is the user's file. The list is read afresh each time, so an edit to it is never hidden."""
-    folder = pathlib.Path(SHIPPED_DIR if folder is None else folder).resolve()
+    folder = pathlib.Path(SHIPPED_DIR).resolve()
     path = pathlib.Path(path).resolve()
     listing = folder / SHA256_LIST
     if path.parent != folder or not listing.is_file():

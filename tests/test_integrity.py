@@ -333,3 +333,10 @@ def test_segnet_weights_says_when_the_file_it_wrote_needs_a_new_line_in_the_list
     assert capsys.readouterr().out.splitlines()[-1] == (f"note: weights/files.sha256 lists sha256 {'0' * 64} for "
                                                         f"new.pt; put {digest} in its place (and in the README), "
                                                         f"docs/weights.md")
+
+
+def test_every_image_the_package_reads_is_opened_through_open_image():
+    """base.open_image holds the pixel limit; the bench's plain reference loop is the one exception."""
+    opened = [p.relative_to(REPO).as_posix() for p in (REPO / "segnet").rglob("*.py")
+              if "Image.open(" in p.read_text() and "bench" not in p.parts]
+    assert opened == ["segnet/data/base.py"]
