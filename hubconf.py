@@ -34,9 +34,11 @@ def _build(spec, num_classes, pretrained, **kw):
     path = SHIPPED.get(spec)
     if path is None or not path.is_file():
         what = "are not shipped" if path is None else f"are not in this copy of the repo ({path} is missing)"
+        out = (f"weights/{spec}.pt" if path is None else  # the file this entry point loads
+               path.relative_to(HERE).as_posix() if path.is_relative_to(HERE) else path)
+        load = "" if path is not None else " and load that with segnet.weights.load_weights_file"
         raise ValueError(f"pretrained {spec} weights {what}; train them with {HOW_TO_TRAIN[spec]}, then "
-                         f"python -m segnet.weights checkpoints/RUN/best.pt --out=weights/{spec}.pt and "
-                         f"load that with segnet.weights.load_weights_file")
+                         f"python -m segnet.weights checkpoints/RUN/best.pt --out={out}{load}")
     model, info = load_weights_file(path, **kw)
     if num_classes != len(info["class_names"]):
         raise ValueError(f"the shipped {spec} weights predict {len(info['class_names'])} classes, "

@@ -6,6 +6,7 @@
 """
 import hashlib
 import json
+import math
 import os
 import pathlib
 
@@ -88,6 +89,23 @@ def _dataset_key(dataset):
     return h.hexdigest()[:16]
 
 
+def read_cache(path, num_classes):
+    """(the cached weights, None), or (None, why the file at `path` cannot be used: it is not JSON,
+    not num_classes finite weights >= 0); (None, None) when there is no file."""
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        return None, f"cannot be read ({e.__class__.__name__})"
+    ok = isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if not ok or len(values) != num_classes:
+        return None, f"does not hold {num_classes} weights"
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        return None, "holds a weight that is negative or not finite"
+    return torch.tensor(values, dtype=torch.float32), None
+
+
 def compute_class_weights(method, dataset=None, num_classes=11, cache_dir=None):
     """A float tensor of per-class weights, or None for "none"."""
     if method == "none":
@@ -104,8 +122,11 @@ def compute_class_weights(method, dataset=None, num_classes=11, cache_dir=None):
     cache = None
     if cache_dir is not None and dataset.files:  # keyed by the label files and label_settings
         cache = pathlib.Path(cache_dir) / f"median_frequency_{_dataset_key(dataset)}.json"
-        if cache.exists():
-            return torch.tensor(json.loads(cache.read_text()), dtype=torch.float32)
+        cached, why = read_cache(cache, dataset.num_classes)
+        if cached is not None:
+            return cached
+        if why:  # a damaged cache costs one recount, and is rewritten below
+            print(f"note: class-weight cache {cache} {why}; counting the labels again and rewriting it")
     w = median_frequency((dataset.load_mask(i) for i in range(len(dataset))), dataset.num_classes)
     if cache is not None:
         try:

@@ -25,6 +25,17 @@ def pct(x):
     return "   -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:6.2f}"
 
 
+def one_md_line(text):
+    """`text` with its line breaks as spaces: a name with one would otherwise end the row."""
+    return " ".join(str(text).splitlines())
+
+
+def md_cell(text):
+    """`text` as one cell of a Markdown table: on one line, `\\` and `|` escaped (a class name with
+    a `|` would otherwise end the cell)."""
+    return one_md_line(str(text).replace("\\", "\\\\").replace("|", "\\|"))
+
+
 def _md_pct(x):
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
 
@@ -73,23 +84,25 @@ def write_results_md(path, result, config, rows, command, hardware, seconds):
     """`results.md`: our row (what was run, on what, how long) beside the published `rows`, then
     the per-class figures."""
     size = f"{config['height']}x{config['width']} input"
-    ours = (f"**ours**: {config['model']}, {size}, iteration {result.get('iter')} "
-            f"({result['num_images']} {result['split']} images)")
+    ours = md_cell(f"**ours**: {config['model']}, {size}, iteration {result.get('iter')} "
+                   f"({result['num_images']} {result['split']} images)")
     rule = "|---" * (len(METRICS) + 1) + "|"
     lines = [f"# Results: {config['model']} on {config['dataset']} {result['split']}", "",
              "| | " + " | ".join(k.label for k in METRICS) + " |", rule,
              f"| {ours} | " + " | ".join(_md_pct(result[k.key]) for k in METRICS) + " |"]
     for label, *figures in rows:
-        lines.append(f"| {label} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in figures) + " |")
+        figures = ["-" if v is None else f"{v:.2f}" for v in figures]
+        lines.append(f"| {md_cell(label)} | " + " | ".join(figures) + " |")
     lines += ["", "| class | " + " | ".join(k.per_class_label for k in PER_CLASS_METRICS) + " |",
               "|---" * (len(PER_CLASS_METRICS) + 1) + "|"]
     for name, r in result["per_class"].items():
-        lines.append(f"| {name} | " + " | ".join(_md_pct(r[k.per_class]) for k in PER_CLASS_METRICS) + " |")
-    lines += ["", f"Evaluated with `{command}` on {hardware} in {seconds:.0f} s.",
-              f"Checkpoint: `{result['checkpoint']}`. Training config: "
+        figures = [_md_pct(r[k.per_class]) for k in PER_CLASS_METRICS]
+        lines.append(f"| {md_cell(name)} | " + " | ".join(figures) + " |")
+    lines += ["", one_md_line(f"Evaluated with `{command}` on {hardware} in {seconds:.0f} s."),
+              one_md_line(f"Checkpoint: `{result['checkpoint']}`. Training config: "
               + ", ".join(f"{k}={config[k]}" for k in ("model", "height", "width", "batch_size", "max_iters",
                                                       "lr", "optimizer", "class_weights", "normalize")
-                          if k in config) + "."]
+                          if k in config) + ".")]
     return replace_text(path, "\n".join(lines) + "\n")
 
 

@@ -15,7 +15,8 @@ import sys
 
 import torch
 
-from .checkpoint import WEIGHTS_KIND, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import (CHECKPOINT_KIND, SHA256_LIST, WEIGHTS_KIND, listed_sha256, load_checkpoint,
+                         model_from_checkpoint, save_checkpoint)
 from .config import help_text, parse_overrides, wants_help
 from .errors import UserError, run_cli, user_errors
 from .files import check_writable_folder, make_folders, sha256
@@ -70,13 +71,20 @@ def main(argv=None):
         raise UserError("--out=PATH is needed: where to write the weights file")
     with user_errors():
         check_writable_folder(pathlib.Path(args["out"]).parent, "--out folder")  # before the work
-        ckpt = load_checkpoint(positional[0])
+        ckpt = load_checkpoint(positional[0], kinds=(CHECKPOINT_KIND, WEIGHTS_KIND))
+    if ckpt["kind"] == WEIGHTS_KIND:
+        raise UserError(f"{positional[0]} already is a weights file (written by python -m segnet.weights): "
+                        f"evaluate or export it as it is; give a training checkpoint (RUN/best.pt) to make one")
     weights = weights_from_checkpoint(ckpt, getattr(torch, args["dtype"]),
                                       source=f"{positional[0]} (iteration {ckpt.get('iter')})")
     with user_errors():
         digest = save_weights(weights, args["out"])
     size = os.path.getsize(args["out"])
     print(f"wrote {args['out']} ({size / 1e6:.2f} MB, {args['dtype']}) sha256 {digest}")
+    listed = listed_sha256(args["out"])
+    if listed not in (None, digest):  # a new shipped file: loading it is refused until its line is new
+        print(f"note: weights/{SHA256_LIST} lists sha256 {listed} for {pathlib.Path(args['out']).name}; "
+              f"put {digest} in its place (and in the README), docs/weights.md")
     return 0
 
 

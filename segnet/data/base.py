@@ -24,8 +24,11 @@ A data set is registered by name with a `DatasetEntry` (`segnet.data.register`, 
 everything the rest of the code asks about it. A new data set is one module like folder.py that
 ends in its entry (docs/own_data.md, "A new kind of data set").
 """
+import contextlib
 import dataclasses
 import pathlib
+import re
+import warnings
 from typing import Callable, Mapping, Optional
 
 import numpy as np
@@ -84,16 +87,49 @@ class MissingSplit(FileNotFoundError):
     """The data set has no such split (e.g. no val/ folder)."""
 
 
+class ImageTooLarge(ValueError):
+    """An image with more pixels than PIL's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS)."""
+
+
+@contextlib.contextmanager
+def open_image(path):
+    """PIL's Image.open, through which every image the project reads is opened: an image of more
+    pixels than PIL.Image.MAX_IMAGE_PIXELS (PIL's default, 89,478,485: about 9459x9459; where PIL
+    only warns, and at twice that, where it raises DecompressionBombError) is an ImageTooLarge
+    naming the file, its size and the limit, before any pixel is decoded."""
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():  # PIL's warning would be a second line; the refusal below says it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError as e:  # over twice the limit: PIL says only the pixel count
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        raise ImageTooLarge(_too_large(path, f"{int(pixels.group(1)):,} pixels" if pixels else "too large",
+                                       limit)) from None
+    with im:
+        w, h = im.size
+        if limit is not None and w * h > limit:
+            raise ImageTooLarge(_too_large(path, f"{w}x{h}, {w * h:,} pixels", limit))
+        yield im
+
+
+def _too_large(path, size, limit):
+    return (f"{path} is {size}: more than the {limit:,} pixels an image may have (PIL's decompression-bomb "
+            f"limit, PIL.Image.MAX_IMAGE_PIXELS); resize it")
+
+
 def read_png(path, mode=None):
     """Decode an image file to a numpy array (converted to `mode`, e.g. "RGB", when given); a broken
     file is a ValueError naming it."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             if mode is not None and im.mode != mode:
                 im = im.convert(mode)
             return np.array(im)  # a writable copy: torch.from_numpy needs one
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is missing") from None
+    except ImageTooLarge:
+        raise
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from None
 
@@ -121,11 +157,12 @@ def to_rgb(im):
 def decoded_size(path):
     """(width, height) of an image file, after checking its structure (PNG: every chunk's CRC and
     the end marker) and decoding every pixel, as training will (a truncated JPEG passes the
-    structure check and fails only there); PIL's own exception where either fails."""
-    with Image.open(path) as im:
+    structure check and fails only there); PIL's own exception where either fails, ImageTooLarge
+    (open_image) for an image over the pixel limit."""
+    with open_image(path) as im:
         size = im.size
         im.verify()
-    with Image.open(path) as im:
+    with open_image(path) as im:
         im.load()
     return size
 
@@ -134,10 +171,12 @@ def read_image(path):
     """Decode an image file of any mode to (H, W, 3) uint8 RGB (`to_rgb`); a broken file is a
     ValueError naming it."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             return to_rgb(im)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is missing") from None
+    except ImageTooLarge:
+        raise
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from None
 

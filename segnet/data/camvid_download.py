@@ -25,11 +25,11 @@ import zlib
 from collections import namedtuple
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
 from ..config import help_text, parse_overrides, wants_help
 from ..errors import UserError, user_errors
+from .base import open_image
 
 
 TIMEOUT = 30  # seconds without a byte from the server before we give up (urlopen's socket timeout)
@@ -284,11 +284,11 @@ def _layout_problem(root, expected):
     size = tuple(expected["size"])
     frame, mask = sample
     try:
-        with Image.open(frame) as im:
+        with open_image(frame) as im:
             frame_size, frame_bands = im.size, len(im.getbands())
-        with Image.open(mask) as im:
+        with open_image(mask) as im:
             mask_size, mask_bands = im.size, len(im.getbands())
-    except OSError as e:
+    except (OSError, ValueError) as e:
         return f"cannot read {frame} or {mask} as an image ({e})"
     if frame_size != size or frame_bands != 3:
         return (f"{frame} is {frame_size[0]}x{frame_size[1]} with {frame_bands} channels, "

@@ -10,12 +10,13 @@ class indices and its values checked.
     python -m segnet.data check --dataset=folder --data_root=DIR   # every problem, and what is there
 """
 import collections
+import pathlib
 import sys
 
 from ..class_weights import PixelCounts
 from ..config import help_text, parse_overrides, wants_help
 from ..errors import UserError, user_errors
-from .base import SPLITS, VOID, MissingSplit, decoded_size
+from .base import SPLITS, VOID, ImageTooLarge, MissingSplit, decoded_size
 from .registry import DATASETS, DatasetNames
 
 
@@ -25,6 +26,8 @@ def file_size(path):
         return decoded_size(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is missing") from None
+    except ImageTooLarge:
+        raise
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path} is corrupt or not an image ({e}); replace it or remove the pair") from None
 
@@ -75,12 +78,32 @@ def problems(dataset, survey=None, labels=True):
                 survey.add(mask)
 
 
+def label_problems(dataset, survey, train):
+    """What the labels of a whole split say (after `problems` surveyed it): every pixel void, or,
+    for the training split, a class with no pixel at all (its median-frequency weight is 0)."""
+    if not survey.images:
+        return []
+    where = pathlib.Path(dataset.item_files()[0][1]).parent
+    if not survey.pixels.any():
+        return [f"{where}: every pixel of its {survey.images} labels is void ({VOID}): nothing to learn from "
+                f"or score; the labels do not hold the class indices (or colours) this data set expects"]
+    absent = [name for name, n in zip(dataset.class_names, survey.pixels) if not n]
+    if train and absent:
+        return [f"{where}: no pixel of {len(absent)} of the {dataset.num_classes} classes ({', '.join(absent[:5])}"
+                f"{', ...' if len(absent) > 5 else ''}) in its {survey.images} labels: their median-frequency "
+                f"weight is 0 and they are never learned"]
+    return []
+
+
 def check_dataset(dataset):
-    """Check a data set's (image, label) files pair up, decode and agree in size, and that every
-    label holds class indices or void; the first problem is a ValueError naming the file. Returns
-    how many pairs were checked (0 for data sets built in memory, e.g. multi-digit MNIST, checked
-    on load)."""
-    for problem in problems(dataset):
+    """Check a data set's (image, label) files pair up, decode and agree in size, that every
+    label holds class indices or void, and that not every label pixel is void; the first problem
+    is a ValueError naming the file. Returns how many pairs were checked (0 for data sets built in
+    memory, e.g. multi-digit MNIST, checked on load)."""
+    survey = Survey(dataset.num_classes)
+    for problem in problems(dataset, survey):
+        raise ValueError(problem)
+    for problem in label_problems(dataset, survey, train=False):
         raise ValueError(problem)
     return len(dataset.item_files())
 
@@ -138,7 +161,7 @@ def main(argv=None):
                 print(f"{args['dataset']} data set at {root}: {dataset.num_classes} classes "
                       f"({', '.join(dataset.class_names)}), void {VOID}")
             survey = Survey(dataset.num_classes)
-            found += list(problems(dataset, survey))
+            found += list(problems(dataset, survey)) + label_problems(dataset, survey, split == "train")
             print("\n".join(survey_report(split, dataset, survey)))
             if split == "train":
                 train = (dataset, survey)

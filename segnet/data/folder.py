@@ -19,10 +19,9 @@ import json
 import pathlib
 
 import numpy as np
-from PIL import Image
 
-from .base import (UNKNOWN, VOID, DatasetEntry, MissingSplit, SegmentationDataset, color_lut, decode_color_mask,
-                   default_palette)
+from .base import (UNKNOWN, VOID, DatasetEntry, ImageTooLarge, MissingSplit, SegmentationDataset, color_lut,
+                   decode_color_mask, default_palette, open_image)
 from .camvid import LABEL_COLORS, camvid_palette
 from .views import IMAGE_EXTENSIONS
 
@@ -44,6 +43,10 @@ def read_meta(root):
         raise ValueError(f"{path} cannot be read: {e}") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:  # Python's parser recurses once per level of [ or {
+        raise ValueError(f"{path} is not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise ValueError(f"{path} is not valid JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{path} must hold a JSON object with the keys {', '.join(META_KEYS)}")
     unknown = sorted(set(meta) - set(META_KEYS))
@@ -189,7 +192,7 @@ class Folder(SegmentationDataset):
         RGB labels are decoded through the palette (ignore_colors become void)."""
         path = self.files[i][1]
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 colours = im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "HSV", "LAB")
                 if colours:
                     im = im.convert("RGB")
@@ -198,6 +201,8 @@ class Folder(SegmentationDataset):
                 labels = np.array(im)  # L and P: the indices themselves; I;16 and I: wider indices
         except FileNotFoundError:
             raise FileNotFoundError(f"{path} is missing") from None
+        except ImageTooLarge:
+            raise
         except (OSError, SyntaxError, ValueError) as e:
             raise ValueError(f"cannot read label {path}: {e}") from None
         # decoded outside the read: its errors name the file once, in the documented form
