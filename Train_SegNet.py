@@ -24,8 +24,7 @@ from tqdm import tqdm
 from segnet import engine, errors, evaluation, finite, optim, runtime
 from segnet.build import NORMALIZE_CHOICES, build_model, resolve_normalize
 from segnet.checkpoint import model_from_checkpoint, restore_optimizer
-from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS
-from segnet.class_weights import resolve_method
+from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS, resolve_method
 from segnet.config import format_config, help_text, parse_overrides, wants_help
 from segnet.data import DATASETS, SPLITS, DatasetNames
 from segnet.device_data import DATA_ON_DEVICE_CHOICES
@@ -374,6 +373,7 @@ def finish(run):
             return 0, final_evaluation(run)
     except KeyboardInterrupt:
         if state.best_iter != best_before:  # it wrote best.pt: last.pt must record it
+            run.finished = False  # and, as said below, the resume runs the evaluation again
             save(run, "last.pt")
         run.log(f"interrupted in the final evaluation: {last} holds iteration {state.iter}; --resume={last} "
                 f"runs the evaluation again")

@@ -37,7 +37,7 @@ def load_resume_checkpoint(path):
     ValueError saying which file continues the run, or how to start anew from its weights."""
     path = pathlib.Path(path)
     last, best = path.parent / "last.pt", path.parent / "best.pt"
-    if not path.exists() and best.is_file():  # a run stopped (a full disk) before its first last.pt
+    if not path.exists() and not last.exists() and best.is_file():  # stopped (a full disk) before any last.pt
         raise FileNotFoundError(f"checkpoint {path} not found; {path.parent} holds only {best.name}, saved before "
                                 f"the run's first last.pt: start a new run from its weights with "
                                 f"--init_from={best} and a new --out_dir, or start afresh with "
