@@ -138,7 +138,7 @@ def main(argv=None):
         with user_errors(), errors.interrupted_as("interrupted before the first iteration: nothing was saved"):
             data = TrainingData(config, rt, workers, ckpt)
             log(data.describe())
-            run = Run(config, rt, data, *make_model(config, rt, ckpt, log), folder, log)
+            run = Run(config, rt, data, *make_model(config, rt, ckpt, log, data.class_names), folder, log)
         if rt.master:  # the loss's weights per class name, and their method
             folder.write_text("class_weights.json", json.dumps(data.class_weights, indent=2))
         if train(run) != 0:
@@ -173,13 +173,13 @@ def configure(argv):
     return config, ckpt
 
 
-def make_model(config, rt, ckpt, log):
+def make_model(config, rt, ckpt, log, class_names):
     """The model (ImageNet encoder, or a checkpoint's weights), what a training step calls (the
     model under DistributedDataParallel with torchrun, compiled with --compile), the optimizer
-    and the run state."""
+    and the run state. `class_names`: the data's, which --init_from's file must not reorder."""
     if ckpt is None:
         net = build_model(config, init=not config["init_from"])
-        load_initial_weights(net, config, log)  # --init_from's, if given
+        load_initial_weights(net, config, class_names, log)  # --init_from's, if given
     else:
         net, _ = model_from_checkpoint(config["resume"], ckpt)
     net = rt.place(net)

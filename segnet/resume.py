@@ -2,7 +2,7 @@
 weights (docs/training.md "Stops, bad files and resume", docs/reliability.md "Exact resume").
 
     config, ckpt = resume.resumed_config(config, explicit, RESUME_MAY_CHANGE)   # --resume=RUN/last.pt
-    ckpt = resume.load_initial_weights(net, config)                             # --init_from=PATH
+    ckpt = resume.load_initial_weights(net, config, class_names)                # --init_from=PATH
 
 Only a run's last.pt continues it: best.pt (or any file saved as a best.pt) is refused, as are a
 changed setting outside the list a resume may change, a --max_iters the checkpoint has already
@@ -90,10 +90,11 @@ def check_data_classes(ckpt, class_names, path, data_root):
         check_class_names(ckpt["class_names"], class_names, f"--resume={path}", f"the data at {data_root}")
 
 
-def load_initial_weights(net, config, log=print):
+def load_initial_weights(net, config, class_names, log=print):
     """--init_from: `net` (built from this run's config) gets the model weights of a checkpoint or
     weights file, and nothing else (optimizer, iteration and RNG start afresh). The file's model
-    and class count must be this run's (ValueError naming both). Returns the file's dict (None
+    and class count must be this run's, and the data (`class_names`) may name other classes but
+    not the file's in another order (ValueError naming both). Returns the file's dict (None
     without --init_from)."""
     path = config["init_from"]
     if not path:
@@ -105,6 +106,9 @@ def load_initial_weights(net, config, log=print):
         raise ValueError(f"--init_from={path} holds a {theirs['model']} with {theirs['num_classes']} classes, but "
                          f"this run trains a {ours['model']} with {ours['num_classes']} classes: the weights must "
                          f"fit the model (--model, and the data's classes)")
+    if ckpt.get("class_names") is not None:  # fine-tuning on other classes is fine; a reordering is a mistake
+        check_class_names(ckpt["class_names"], class_names, f"--init_from={path}", "this run's data",
+                          other_data=True)
     try:
         net.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError) as e:

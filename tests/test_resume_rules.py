@@ -117,9 +117,10 @@ def test_max_iters_already_reached_is_one_line_and_rewrites_nothing(run, capsys,
 
 
 def make_folder_data(root, classes):
-    """A folder data set (docs/own_data.md) of 3 classes in the order `classes`."""
+    """A folder data set (docs/own_data.md) of 3 classes in the order `classes`, a training split only
+    (trained with --eval_interval=0: no validation to spend time on)."""
     rng = np.random.default_rng(0)
-    for split in ("train", "val"):
+    for split in ("train",):
         (root / "images" / split).mkdir(parents=True)
         (root / "labels" / split).mkdir(parents=True)
         for i in range(4):
@@ -146,6 +147,11 @@ def test_class_names_must_match_the_checkpoints_on_resume(tmp_path, capsys):
     assert "another order" in one_line_exit(capsys, [f"--resume={out / 'last.pt'}", "--max_iters=2"])
     assert {k: v[0] for k, v in snapshot(out).items()} == {k: v[0] for k, v in before.items()}
     assert load(out / "last.pt")["class_names"] == ["bg", "road", "car"]
+    # a new run from these weights may train other classes, but not these in another order
+    err = one_line_exit(capsys, args(tmp_path / "other0", tmp_path / "new", "--dataset=folder",
+                                     f"--init_from={out / 'last.pt'}"))
+    assert f"--init_from={out / 'last.pt'} predicts 3 classes (bg, road, car) but this run's data names the " \
+           f"same classes in another order" in err and not (tmp_path / "new").exists()
 
 
 # -- start-up checks ------------------------------------------------------------------------
