@@ -27,7 +27,7 @@ from segnet.data import (DATASETS, DEFAULT_DATASET, SPLITS, DatasetNames, Labell
                          published_rows)
 from segnet.data.check import check_dataset
 from segnet.data.registry import check_class_names, check_fits, default_root, some_names, split_size_warning
-from segnet.errors import UserError, read_errors, run_cli, user_errors
+from segnet.errors import UserError, memory_errors, read_errors, run_cli, user_errors
 from segnet.evaluation import evaluate
 from segnet.files import check_writable_folder, make_folders, remove_empty
 from segnet.outputs import PictureWriter, picture_folders, write_metrics, write_results_md
@@ -98,7 +98,8 @@ def main(argv=None):
             pin_memory=rt.device.type == "cuda", collate_fn=collate))
         pictures = PictureWriter(out_dir, dataset, config["normalize"], checkpoint_palette(ckpt), args["collages"])
         t0 = time.time()
-        with tqdm(total=len(dataset), unit="img", desc="predict" if predict_mode else args["split"]) as bar:
+        with tqdm(total=len(dataset), unit="img", desc="predict" if predict_mode else args["split"]) as bar, \
+                memory_errors(f"evaluating batches of {args['batch_size']} images", "lower --batch_size"):
             def on_batch(batch, first):
                 pictures(batch, first)
                 bar.update(len(batch.preds))

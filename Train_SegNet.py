@@ -5,6 +5,7 @@
     python Train_SegNet.py --config=multidigit_mnist --data_root=data/mnist   # SegNet-Lite
     python Train_SegNet.py --dataset=folder --data_root=DIR  # your own images and labels (docs/own_data.md)
     python Train_SegNet.py --resume=checkpoints/RUN/last.pt  # continue exactly where it stopped
+    python Train_SegNet.py --init_from=checkpoints/RUN/best.pt --out_dir=checkpoints/NEW   # a new run from its weights
     python Train_SegNet.py --out_dir=checkpoints/RUN --overwrite=true   # replace the run in that folder
     torchrun --nproc_per_node=4 Train_SegNet.py              # DistributedDataParallel
 
@@ -20,11 +21,10 @@ import time
 import torch
 from tqdm import tqdm
 
-from segnet import engine, evaluation, finite, optim, runtime
+from segnet import engine, errors, evaluation, finite, optim, runtime
 from segnet.build import NORMALIZE_CHOICES, build_model, resolve_normalize
-from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_optimizer
-from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS
-from segnet.class_weights import resolve_method
+from segnet.checkpoint import model_from_checkpoint, restore_optimizer
+from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS, resolve_method
 from segnet.config import format_config, help_text, parse_overrides, wants_help
 from segnet.data import DATASETS, SPLITS, DatasetNames
 from segnet.device_data import DATA_ON_DEVICE_CHOICES
@@ -32,6 +32,7 @@ from segnet.errors import DataError, UserError, WorkerDied, run_cli, user_errors
 from segnet.metrics import VALIDATION_METRICS
 from segnet.model import SPECS
 from segnet.report import write_curves
+from segnet.resume import load_initial_weights, memory_advice, resumed_config
 from segnet.run_folder import RunFolder, check_best, open_run_folder
 from segnet.training_data import TrainingData, data_num_classes
 
@@ -71,7 +72,8 @@ bn_recompute = True          # compute_bn_statistics.py: BN statistics over the 
 bn_recompute_val = False     # ...and before every validation, as the authors tested each snapshot (best.pt)
 out_dir = ""                 # "" = checkpoints/<config>-<date>-<time>; one run per folder (docs/reliability.md)
 overwrite = False            # true: a new run may replace the run already in out_dir (its checkpoints and metrics)
-resume = ""                  # a checkpoint to continue from (its config wins; see RESUME_MAY_CHANGE)
+resume = ""                  # a run's last.pt to continue from (its config wins; see RESUME_MAY_CHANGE)
+init_from = ""               # a new run starting from a checkpoint's (or weights file's) model weights only
 log_interval = 10            # iterations between progress-bar updates (each costs a host sync)
 # system
 device = "auto"              # auto | cpu | cuda | cuda:N
@@ -95,7 +97,7 @@ CHOICES = {
 # What a resumed run may change; everything else comes from the checkpoint's config.
 RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
                      "out_dir", "resume", "device", "dtype", "channels_last", "compile", "bn_recompute", "bn_recompute_val",
-                     "best_metric", "data_on_device", "overwrite")
+                     "data_on_device", "overwrite")
 MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_interval": 1, "eval_interval": 0,
             "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0, "scale_min": 0.01}
 
@@ -112,6 +114,7 @@ class Run:
     state: engine.RunState       # iteration, best score, loss since the last validation
     folder: RunFolder            # the run folder: its outputs, the TensorBoard writer (rank 0)
     log: object                  # print on rank 0, silent elsewhere
+    finished: bool = False       # the final evaluation is done: a resume has nothing left to do
 
 
 def main(argv=None):
@@ -132,10 +135,10 @@ def main(argv=None):
     with user_errors():
         folder = open_run_folder(config, rt.master, ckpt, log)  # before any data is read: writable, and ours alone
     with folder:
-        with user_errors():
-            data = TrainingData(config, rt, workers, ckpt.get("class_weights") if ckpt is not None else None)
+        with user_errors(), errors.interrupted_as("interrupted before the first iteration: nothing was saved"):
+            data = TrainingData(config, rt, workers, ckpt)
             log(data.describe())
-            run = Run(config, rt, data, *make_model(config, rt, ckpt, log), folder, log)
+            run = Run(config, rt, data, *make_model(config, rt, ckpt, log, data.class_names), folder, log)
         if rt.master:  # the loss's weights per class name, and their method
             folder.write_text("class_weights.json", json.dumps(data.class_weights, indent=2))
         if train(run) != 0:
@@ -156,21 +159,11 @@ def configure(argv):
     """The run's config (defaults, then --config=NAME's preset, then --key=value) and, with
     --resume, the checkpoint: its own config wins, only RESUME_MAY_CHANGE may be overridden."""
     config = parse_overrides({"config": "camvid", **DEFAULTS}, argv, choices=CHOICES, minimums=MINIMUMS)
-    ckpt = load_checkpoint(config["resume"]) if config["resume"] else None
-    explicit = {a[2:].split("=", 1)[0] for a in argv}
-    if ckpt is None:  # the data set's class count (a folder's dataset.json), unless --num_classes gives it
+    explicit, ckpt = {a[2:].split("=", 1)[0] for a in argv}, None
+    if config["resume"]:  # the run's own settings; only where it runs and how long to go on can change
+        config, ckpt = resumed_config(config, explicit, RESUME_MAY_CHANGE)
+    else:  # the data set's class count (a folder's dataset.json), unless --num_classes gives it
         config["num_classes"] = data_num_classes(config, "num_classes" in explicit)
-    else:  # the run's own settings; only where it runs and how long to go on can change
-        saved = {**config, **ckpt["config"]}
-        for key in sorted(explicit - set(RESUME_MAY_CHANGE)):
-            if config[key] != saved[key]:
-                raise UserError(f"--{key}={config[key]} cannot change when resuming (the checkpoint has "
-                                f"{saved[key]!r}); resuming may change only {', '.join(RESUME_MAY_CHANGE)}")
-        config = {**saved, **{k: config[k] for k in explicit & set(RESUME_MAY_CHANGE)}}
-        if "overwrite" not in explicit:  # a permission for one start, never inherited from the checkpoint
-            config["overwrite"] = False
-        if "out_dir" not in explicit:
-            config["out_dir"] = os.path.dirname(os.path.abspath(config["resume"]))
     # derived values, stored with the run (evaluation uses the same normalisation)
     config["normalize"] = resolve_normalize(config)
     config["class_weights"] = resolve_method(config["class_weights"], DATASETS[config["dataset"]],
@@ -180,12 +173,13 @@ def configure(argv):
     return config, ckpt
 
 
-def make_model(config, rt, ckpt, log):
+def make_model(config, rt, ckpt, log, class_names):
     """The model (ImageNet encoder, or a checkpoint's weights), what a training step calls (the
     model under DistributedDataParallel with torchrun, compiled with --compile), the optimizer
-    and the run state."""
+    and the run state. `class_names`: the data's, which --init_from's file must not reorder."""
     if ckpt is None:
-        net = build_model(config, init=True)
+        net = build_model(config, init=not config["init_from"])
+        load_initial_weights(net, config, class_names, log)  # --init_from's, if given
     else:
         net, _ = model_from_checkpoint(config["resume"], ckpt)
     net = rt.place(net)
@@ -216,8 +210,8 @@ def make_model(config, rt, ckpt, log):
 def train(run):
     """Iterations up to max_iters with a progress bar, validation and last.pt every eval_interval.
     Ctrl-C or SIGTERM (a job scheduler, a closing terminal) saves last.pt once the step under way is done
-    and returns 130; a file that breaks or a loader worker that dies mid-run saves it too and ends in
-    a DataError; a non-finite loss or weight stops the run without saving (UserError)."""
+    and returns 130; a file that breaks, a loader worker that dies or memory that runs out mid-run saves
+    it too and ends in one line; a non-finite loss or weight stops the run without saving (UserError)."""
     config, rt, state, data = run.config, run.rt, run.state, run.data
     end_iter, bs, run_dir = config["max_iters"], config["batch_size"], config["out_dir"]
     loss_sum, seen, t0, n0 = torch.zeros((), device=rt.device), 0, time.time(), state.iter
@@ -254,11 +248,14 @@ def train(run):
             last = os.path.join(run_dir, "last.pt")
             run.log(f"interrupted at iteration {state.iter}: saved {last}; continue with --resume={last}")
         return 130
-    except DataError as e:  # a file broke, or a loader worker died, mid-run: keep the iterations done
-        if state.bad_iteration() is not None:
+    except (DataError, RuntimeError, MemoryError) as e:  # a file broke, a loader worker died or memory ran out
+        if state.bad_iteration() is not None or not (isinstance(e, DataError) or errors.out_of_memory(e)):
             raise
-        save(run, "last.pt")
-        last = os.path.join(run_dir, "last.pt")
+        last, kept = os.path.join(run_dir, "last.pt"), isinstance(e, DataError) or state.iter > n0
+        if kept:  # the iterations done
+            save(run, "last.pt")
+        if not isinstance(e, DataError):
+            raise UserError(memory_advice(e, config, rt.device, last if kept else None, state.iter)) from None
         then = ("if memory ran out, fewer --num_workers; then" if isinstance(e, WorkerDied)
                 else "replace the file, then")
         raise type(e)(f"{e}; saved {last} at iteration {state.iter}: {then} --resume={last}") from None
@@ -324,6 +321,7 @@ def validate(run):
             state.best, state.best_iter = previous  # the old best.pt is still the one on disk
             raise
     state.validated = state.iter  # done; the next training step starts a new loss interval
+    run.finished = state.iter >= config["max_iters"]  # only the final validation runs at max_iters
     save(run, "last.pt", row)
     return row
 
@@ -348,7 +346,7 @@ def save(run, name, metrics=None):
             "model": run.net.state_dict(), "optimizer": run.opt.state_dict(),
             "scaler": rt.scaler.state_dict() if rt.scaler is not None else None,
             "config": config, "iter": state.iter, "best_metric": state.best, "best_iter": state.best_iter,
-            "validated": state.validated, "pending_validation": pending,
+            "validated": state.validated, "pending_validation": pending, "saved_as": name, "finished": run.finished,
             "interval_loss": state.interval_loss.detach().cpu(),
             "class_names": data.class_names, "palette": data.palette, "class_weights": data.class_weights,
             "metrics": metrics or {}, "rng": rng})
@@ -366,15 +364,17 @@ def recompute_bn(run):
 def finish(run):
     """last.pt, then the final evaluation; Ctrl-C or SIGTERM during it (it may take a while) keeps
     last.pt true to best.pt. Returns (exit status, the final validation's row or None)."""
-    state, best_before = run.state, run.state.best_iter
-    try:
-        with engine.Interrupts(stop_signals(run.rt)):  # SIGTERM stops it as Ctrl-C does
+    state, best_before, last = run.state, run.state.best_iter, os.path.join(run.config["out_dir"], "last.pt")
+    try:  # SIGTERM stops it as Ctrl-C does; memory that runs out leaves last.pt, which runs it again
+        with engine.Interrupts(stop_signals(run.rt)), errors.memory_errors(
+                "in the final evaluation", f"free memory, then --resume={last} runs it again"):
+            run.finished = run.data.val_set is None and not run.config["bn_recompute"]  # nothing follows
             save(run, "last.pt")  # the final evaluation may take a while
             return 0, final_evaluation(run)
     except KeyboardInterrupt:
         if state.best_iter != best_before:  # it wrote best.pt: last.pt must record it
+            run.finished = False  # and, as said below, the resume runs the evaluation again
             save(run, "last.pt")
-        last = os.path.join(run.config["out_dir"], "last.pt")
         run.log(f"interrupted in the final evaluation: {last} holds iteration {state.iter}; --resume={last} "
                 f"runs the evaluation again")
         return 130, None
@@ -388,6 +388,7 @@ def final_evaluation(run):
         run.log("recomputing BatchNorm statistics over the training set (compute_bn_statistics.py)")
         recompute_bn(run)
         if no_val:  # last.pt (saved before this) gets the recomputed statistics
+            run.finished = True
             save(run, "last.pt")
     final = None if no_val else validate(run)
     if run.rt.ddp:

@@ -65,6 +65,7 @@ V1_DEFAULTS = {
     "out_dir": "", "overwrite": False, "resume": "", "log_interval": 10, "device": "auto", "dtype": "auto",
     "channels_last": "auto", "conv_wgrad": "auto", "compile": "auto", "data_on_device": "auto",
     "sync_bn": False, "seed": 0,
+    "init_from": "",  # added since: no v1 run started from a checkpoint's weights
 }
 
 

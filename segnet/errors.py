@@ -37,6 +37,41 @@ def user_errors():
         raise UserError(one_line(e)) from None
 
 
+class Interrupted(UserError):
+    """Ctrl-C before a run had anything to save: one line, exit status 130 (as a shell's)."""
+    status = 130
+
+
+@contextlib.contextmanager
+def interrupted_as(message):
+    """Inside this block, Ctrl-C ends the command with `message` (an Interrupted) instead of a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(message) from None
+
+
+# how torch says that an allocation failed: torch.OutOfMemoryError (CUDA) and the CPU allocator's
+OUT_OF_MEMORY = ("out of memory", "DefaultCPUAllocator: can't allocate", "can't allocate memory")
+
+
+def out_of_memory(error):
+    """Whether `error` is an allocation that failed (a RuntimeError from torch, or a MemoryError)."""
+    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError)
+                                              and any(m in str(error) for m in OUT_OF_MEMORY))
+
+
+@contextlib.contextmanager
+def memory_errors(what, advice):
+    """Inside this block, running out of memory is one line: what was being done, and what to do."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:
+        if not out_of_memory(e):
+            raise
+        raise UserError(f"out of memory {what} ({one_line(e)[:160]}); {advice}") from None
+
+
 class DataError(UserError):
     """A file of the data set could not be read mid-run (the training loop saves last.pt first)."""
 
@@ -78,9 +113,10 @@ class read_errors:
 
 def run_cli(main, argv=None):
     """Call `main(argv)`; a UserError, or a file that could not be written (files.WriteFailed: a
-    full disk, a read-only folder, wherever it happens), becomes one line on stderr and exit status 2."""
+    full disk, a read-only folder, wherever it happens), becomes one line on stderr and exit status 2
+    (130 for an Interrupted)."""
     try:
         return main(argv)
     except (UserError, WriteFailed) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(e, "status", 2))

@@ -139,7 +139,11 @@ def open_run_folder(config, master, ckpt, log):
         found = [f for f in RUN_FILES if os.path.exists(os.path.join(run_dir, f))]
         if found and not resumes_in_place(config):
             if not config["overwrite"]:
-                hint = (f"continue it with --resume={os.path.join(run_dir, 'last.pt')}, or " if ckpt is None else "")
+                last, best = (os.path.join(run_dir, n) for n in ("last.pt", "best.pt"))
+                hint = "" if ckpt is not None else (  # only last.pt continues a run (segnet/resume.py)
+                    f"continue it with --resume={last}, or " if "last.pt" in found else
+                    f"train on from its best.pt (saved before any last.pt) with --init_from={best} and "
+                    if "best.pt" in found else "")
                 raise UserError(f"--out_dir={run_dir} already holds a run ({', '.join(found)}): {hint}give this "
                                 f"run a new --out_dir, or replace that run with --overwrite=true")
             folder.replaces = sorted(set(found) | {n for n in os.listdir(run_dir) if n in PREVIOUS_RUN_FILES

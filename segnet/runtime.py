@@ -29,14 +29,24 @@ def cpu_has_native_bf16():
 
 
 def resolve_device(name):
+    """The device `name` names, checked here, before any folder is made or model built: the runs
+    compute on the CPU or a CUDA GPU that this machine has (torch accepts other names, mps, xpu,
+    meta..., and fails only once a tensor goes there)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name}: CUDA is not available on this machine; use device=cpu or auto")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"device={name}: expected auto, cpu or cuda[:N]") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={name}: {device.type} is not a device these scripts run on; expected auto, cpu "
+                         f"or cuda[:N]")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name}: CUDA is not available on this machine; use device=cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def resolve_dtype(name, device):

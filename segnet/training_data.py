@@ -1,14 +1,14 @@
 """What a training run reads: the training and validation sets, checked before the first step,
 their loaders in a resumable order, and the class weights of the loss.
 
-    data = TrainingData(config, rt, workers)       # Train_SegNet.py; workers: a resolved count
+    data = TrainingData(config, rt, workers, ckpt)  # Train_SegNet.py; workers: a resolved count
     for images, masks in data.train_loader: ...
 """
 import os
 
 import torch
 
-from . import device_data
+from . import device_data, resume
 from .build import build_dataset
 from .class_weights import compute_class_weights, weights_from_record, weights_record
 from .data import DATASETS, Labelled, MissingSplit, collate, collate_images, sampling
@@ -19,15 +19,17 @@ from .transforms import to_float, train_geometry
 
 class TrainingData:
     """The training and validation sets and loaders, and the class weights of the loss (those
-    stored in the checkpoint when resuming: `stored_weights`, a weights_record). `workers`: the
-    DataLoader worker processes, resolved (runtime.resolve_num_workers)."""
+    stored in `resumed`, the checkpoint of a resumed run, whose class names the data must have,
+    in its order). `workers`: the DataLoader worker processes, resolved (runtime.resolve_num_workers)."""
 
-    def __init__(self, config, rt, workers, stored_weights=None):
+    def __init__(self, config, rt, workers, resumed=None):
         self.config, self.rt, self.workers = config, rt, workers
         if rt.ddp and not rt.master:
             torch.distributed.barrier()  # rank 0 fetches missing data first, the others then find it
         DATASETS[config["dataset"]].ensure(config["data_root"], config["download"])
         self.train_set = build_dataset(config, "train", train=True)
+        if resumed is not None:  # before anything is checked or counted: the run's classes, in its order
+            resume.check_data_classes(resumed, self.train_set.class_names, config["resume"], config["data_root"])
         self.val_set = validation_set(config)
         # before the first iteration: every pair pairs up, decodes, agrees in size and holds classes
         # or void (the first problem named)
@@ -35,6 +37,7 @@ class TrainingData:
         if rt.ddp and rt.master:
             torch.distributed.barrier()
         self.class_names, self.palette = list(self.train_set.class_names), [list(c) for c in self.train_set.palette]
+        stored_weights = resumed.get("class_weights") if resumed is not None else None
         if stored_weights is None:
             weight = compute_class_weights(config["class_weights"], self.train_set, config["num_classes"],
                                            cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "segnet"))
