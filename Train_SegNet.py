@@ -13,14 +13,13 @@ Edit the hyperparameters below, or override any of them with --key=value.
 import dataclasses
 import json
 import os
-import signal
 import sys
 import time
 
 import torch
 from tqdm import tqdm
 
-from segnet import engine, evaluation, finite, optim, runtime
+from segnet import engine, evaluation, finite, optim, ranks, runtime
 from segnet.build import NORMALIZE_CHOICES, build_model, resolve_normalize
 from segnet.checkpoint import load_checkpoint, model_from_checkpoint, restore_optimizer
 from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS
@@ -80,6 +79,7 @@ channels_last = "auto"       # NHWC memory format: auto (NHWC on GPUs and AVX512
 compile = False              # torch.compile the model (Inductor; the first steps compile); off: not yet measured to win (docs/gpu.md "What feeds a step")
 data_on_device = "auto"      # the training split decoded once onto the device, batches made there: auto (CUDA, if under 1/4 of free memory) | true | false
 sync_bn = False              # SyncBatchNorm across processes under torchrun
+dist_timeout = 600           # torchrun: seconds a process waits for a stopped or lost peer before the job ends
 seed = 0
 # -----------------------------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in dict(globals()).items()
@@ -95,9 +95,9 @@ CHOICES = {
 # What a resumed run may change; everything else comes from the checkpoint's config.
 RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
                      "out_dir", "resume", "device", "dtype", "channels_last", "compile", "bn_recompute", "bn_recompute_val",
-                     "best_metric", "data_on_device", "overwrite")
+                     "best_metric", "data_on_device", "overwrite", "dist_timeout")
 MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_interval": 1, "eval_interval": 0,
-            "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0, "scale_min": 0.01}
+            "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0, "scale_min": 0.01, "dist_timeout": 1}
 
 
 @dataclasses.dataclass
@@ -122,7 +122,8 @@ def main(argv=None):
     with user_errors():
         config, ckpt = configure(argv)
         rt = runtime.setup(config["device"], config["dtype"], config["channels_last"], distributed=True,
-                           kernel_size=SPECS[config["model"]].kernel_size)
+                           kernel_size=SPECS[config["model"]].kernel_size,
+                           dist_timeout=config["dist_timeout"])
         workers = runtime.resolve_num_workers(config["num_workers"], rt.world)  # a bad value ends here
     torch.manual_seed(config["seed"])
     log = print if rt.master else (lambda *a, **k: None)
@@ -131,7 +132,7 @@ def main(argv=None):
 
     with user_errors():
         folder = open_run_folder(config, rt.master, ckpt, log)  # before any data is read: writable, and ours alone
-    with folder:
+    with folder, ranks.watch(rt, config["out_dir"]):  # a lost rank: one line
         with user_errors():
             data = TrainingData(config, rt, workers, ckpt.get("class_weights") if ckpt is not None else None)
             log(data.describe())
@@ -225,7 +226,7 @@ def train(run):
     try:  # the bar closes on the way out, so any message after it starts on a line of its own
         with tqdm(total=end_iter * bs * rt.world, initial=state.iter * bs * rt.world, unit="img",
                   disable=not rt.master, dynamic_ncols=True, desc="train") as bar, \
-                engine.Interrupts(stop_signals(rt)) as interrupts:
+                engine.Interrupts(vote=rt.stop_vote) as interrupts:  # under torchrun all ranks stop together
             if validation_due(config, state) and state.validated != state.iter:  # resumed before it ran
                 validate(run)
             if state.validated == state.iter < end_iter:  # its loss went into that validation's row
@@ -266,10 +267,6 @@ def train(run):
     run.log(f"trained {state.iter - n0} iterations in {elapsed:.1f} s "
             f"({(state.iter - n0) * bs * rt.world / max(elapsed, 1e-9):.2f} img/s)")
     return 0
-
-
-def stop_signals(rt):
-    return (signal.SIGINT, signal.SIGTERM) if rt.master else (signal.SIGINT,)
 
 
 def check_finite(run, bad=None, weights=True):
@@ -368,7 +365,7 @@ def finish(run):
     last.pt true to best.pt. Returns (exit status, the final validation's row or None)."""
     state, best_before = run.state, run.state.best_iter
     try:
-        with engine.Interrupts(stop_signals(run.rt)):  # SIGTERM stops it as Ctrl-C does
+        with engine.Interrupts():  # SIGTERM stops it as Ctrl-C does
             save(run, "last.pt")  # the final evaluation may take a while
             return 0, final_evaluation(run)
     except KeyboardInterrupt:
