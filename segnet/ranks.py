@@ -72,7 +72,10 @@ def lost_peer_error(error):
 
 def roll_call(rank, world, wait_s=ROLL_CALL_S):
     """The ranks that do not say they are still there within `wait_s` seconds, through the job's
-    store (the one torchrun's rendezvous made); None if the store cannot be reached."""
+    store (the one torchrun's rendezvous made); None if the store cannot be reached. Of two ranks,
+    the lost one is the other."""
+    if world == 2:
+        return [1 - rank]
     key = "segnet/alive/{}".format
     try:
         store = dist.distributed_c10d._get_default_store()

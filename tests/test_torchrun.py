@@ -16,9 +16,11 @@ from helpers import make_tutorial_camvid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Each rank runs Train_SegNet as its command line does, counts its training steps, and at the end of
-# step AT does ACTION (RANKS_TEST=ACTION@AT): rank 0 presses Ctrl-C in torchrun's terminal (SIGINT
-# to torchrun's process group), or rank 1 kills or stops itself.
+# Each rank runs Train_SegNet as its command line does and counts its training steps; rank 1 does
+# ACTION after step AT (RANKS_TEST=ACTION@AT): kills or stops itself, or, between two steps, presses
+# Ctrl-C in torchrun's terminal (SIGINT to torchrun's process group) and takes a second before the
+# next step, so that torchrun's SIGINT reaches rank 1 between steps and rank 0 within one (waiting
+# for rank 1's gradients).
 WRAPPER = """
 import os, signal, sys, time
 sys.path.insert(0, {repo!r})
@@ -27,23 +29,29 @@ from segnet import engine
 from segnet.errors import run_cli
 rank, out = int(os.environ["RANK"]), {out!r}
 action, at = os.environ["RANKS_TEST"].split("@")
-steps, step = 0, engine.train_step
+steps, step, swap = 0, engine.train_step, engine.HostReadout.swap
 open(os.path.join(out, f"pid{{rank}}"), "w").write(str(os.getpid()))
 def counted(*args, **kwargs):
     global steps
     loss = step(*args, **kwargs)
     steps += 1
-    if steps == int(at) and action == "ctrl-c" and rank == 0:
-        os.killpg(os.getpgid(os.getppid()), signal.SIGINT)
-        time.sleep(1)  # torchrun passes it on to every rank while this step is under way
-    elif steps == int(at) and action in ("kill", "stop") and rank == 1:
+    if steps == int(at) and action in ("kill", "stop") and rank == 1:
         os.kill(os.getpid(), signal.SIGKILL if action == "kill" else signal.SIGSTOP)
     return loss
-engine.train_step = counted
+def between_steps(self, values, iteration):  # the loop logs each iteration (log_interval=1)
+    if iteration == int(at) and action == "ctrl-c" and rank == 1:
+        os.killpg(os.getpgid(os.getppid()), signal.SIGINT)
+        time.sleep(1)
+    return swap(self, values, iteration)
+engine.train_step, engine.HostReadout.swap = counted, between_steps
+code = 1
 try:
-    sys.exit(run_cli(Train_SegNet.main, sys.argv[1:]))
+    code = run_cli(Train_SegNet.main, sys.argv[1:])
+except SystemExit as e:
+    code = e.code
 finally:
-    open(os.path.join(out, f"steps{{rank}}"), "w").write(str(steps))
+    open(os.path.join(out, f"end{{rank}}"), "w").write(f"{{steps}} {{code}}")
+sys.exit(code)
 """
 
 
@@ -99,14 +107,17 @@ def test_ctrl_c_stops_every_rank_at_one_iteration_and_resumes_exactly(camvid, tm
     finish(straight)
     assert straight.returncode == 0
 
-    stopped = torchrun(tmp_path / "b", camvid, tmp_path / "run", "ctrl-c@3", "--max_iters=6")
+    stopped = torchrun(tmp_path / "b", camvid, tmp_path / "run", "ctrl-c@2", "--max_iters=6")
     launcher = finish(stopped)
     last = tmp_path / "run" / "last.pt"
-    steps = [int((tmp_path / "b" / f"steps{r}").read_text()) for r in range(2)]
-    assert steps == [3, 3], launcher
-    assert torch.load(last, weights_only=True)["iter"] == 3
     (out0, err0), (out1, err1) = rank_output(tmp_path / "b", 0), rank_output(tmp_path / "b", 1)
-    line = f"interrupted at iteration 3: saved {last}; continue with --resume={last}"
+    assert last.exists(), (err0, err1, launcher)
+    # every rank stopped after the step under way at rank 0 (3, unless torchrun was slow to pass
+    # the signal on), and last.pt holds it
+    stop = torch.load(last, weights_only=True)["iter"]
+    assert [(tmp_path / "b" / f"end{r}").read_text() for r in range(2)] == [f"{stop} 130"] * 2
+    assert 3 <= stop < 6
+    line = f"interrupted at iteration {stop}: saved {last}; continue with --resume={last}"
     assert (out0 + err0).count(line) == 1 and line not in out1 + err1, (out0, err0)
     assert "Traceback" not in err0 + err1, (err0, err1)
 
@@ -125,6 +136,7 @@ def test_a_killed_rank_ends_the_others_in_one_line(camvid, tmp_path):
     assert run.returncode != 0
     out0, err0 = rank_output(tmp_path, 0)
     assert "Traceback" not in err0, err0
+    assert (tmp_path / "end0").read_text() == "2 2"  # rank 0 saw step 3 fail for want of rank 1
     assert err0.strip().splitlines()[-1] == ("error: rank 0: lost rank 1: its connection closed (the process "
                                              "ended or was killed); no last.pt saved yet"), (err0, launcher)
 
@@ -152,6 +164,7 @@ def test_a_stopped_rank_ends_the_others_after_dist_timeout(camvid, tmp_path):
         launcher = finish(run, timeout=60)
     out0, err0 = rank_output(tmp_path, 0)
     assert "Traceback" not in err0, err0
+    assert (tmp_path / "end0").read_text() == "2 2"
     assert err0.strip().splitlines()[-1] == ("error: rank 0: rank 1 did not answer within --dist_timeout=4 s "
                                              "(stopped, hung or unreachable); no last.pt saved yet"), (err0, launcher)
     assert elapsed < 30, elapsed
