@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from helpers import make_tutorial_camvid
+from segnet import engine, ranks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,10 +105,9 @@ def weights(path):
 @pytest.mark.slow
 def test_ctrl_c_stops_every_rank_at_one_iteration_and_resumes_exactly(camvid, tmp_path):
     straight = torchrun(tmp_path / "a", camvid, tmp_path / "straight", "none@0", "--max_iters=6")
+    stopped = torchrun(tmp_path / "b", camvid, tmp_path / "run", "ctrl-c@2", "--max_iters=6")
     finish(straight)
     assert straight.returncode == 0
-
-    stopped = torchrun(tmp_path / "b", camvid, tmp_path / "run", "ctrl-c@2", "--max_iters=6")
     launcher = finish(stopped)
     last = tmp_path / "run" / "last.pt"
     (out0, err0), (out1, err1) = rank_output(tmp_path / "b", 0), rank_output(tmp_path / "b", 1)
@@ -168,3 +168,41 @@ def test_a_stopped_rank_ends_the_others_after_dist_timeout(camvid, tmp_path):
     assert err0.strip().splitlines()[-1] == ("error: rank 0: rank 1 did not answer within --dist_timeout=4 s "
                                              "(stopped, hung or unreachable); no last.pt saved yet"), (err0, launcher)
     assert elapsed < 30, elapsed
+
+
+# -- the pieces, in one process -------------------------------------------------------------------
+def test_a_stop_request_waits_for_the_vote_at_the_end_of_a_step():
+    """With a vote, a stop request outside a step is held (not raised) until the next step's end,
+    and a rank stops there when any rank asked, even if it was not asked itself."""
+    votes, reached = [], []
+    def vote(asked, others=(False, False, True)):  # the other rank asks at the third step's end
+        votes.append(asked)
+        return asked or others[len(votes) - 1]
+    with pytest.raises(KeyboardInterrupt):
+        with engine.Interrupts(vote=vote) as interrupts:
+            os.kill(os.getpid(), signal.SIGTERM)  # between steps: held
+            reached.append("step")
+            with interrupts.step():
+                pass
+    assert reached == ["step"] and votes == [True]
+    votes.clear()
+    with pytest.raises(KeyboardInterrupt):
+        with engine.Interrupts(vote=vote) as interrupts:
+            for _ in range(3):
+                with interrupts.step():
+                    pass
+    assert votes == [False, False, False]
+
+
+def test_gloo_errors_for_a_lost_peer_become_one_line():
+    closed = RuntimeError("[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:26524. "
+                          "This is typically caused by a remote worker crashing.")
+    silent = RuntimeError("[../gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 3000ms for recv "
+                          "operation to complete")
+    assert [ranks.lost_peer_error(e) for e in (closed, silent, RuntimeError("CUDA out of memory"), ValueError("x"))] \
+        == ["gone", "silent", None, None]
+    assert ranks.roll_call(1, 2) == [0]
+    assert ranks.lost_message(2, "silent", [0, 3], 5, silent) == \
+        "rank 2: rank 0, 3 did not answer within --dist_timeout=5 s (stopped, hung or unreachable)"
+    assert ranks.lost_message(0, "gone", None, 5, closed) == \
+        "rank 0: lost another rank: its connection closed (the process ended or was killed)"
