@@ -131,14 +131,17 @@ def test_ctrl_c_stops_every_rank_at_one_iteration_and_resumes_exactly(camvid, tm
 
 @pytest.mark.slow
 def test_a_killed_rank_ends_the_others_in_one_line(camvid, tmp_path):
-    run = torchrun(tmp_path, camvid, tmp_path / "run", "kill@2", "--max_iters=1000")
+    run = torchrun(tmp_path, camvid, tmp_path / "run", "kill@3", "--max_iters=1000", "--eval_interval=2")
     launcher = finish(run, timeout=60)
     assert run.returncode != 0
     out0, err0 = rank_output(tmp_path, 0)
     assert "Traceback" not in err0, err0
-    assert (tmp_path / "end0").read_text() == "2 2"  # rank 0 saw step 3 fail for want of rank 1
-    assert err0.strip().splitlines()[-1] == ("error: rank 0: lost rank 1: its connection closed (the process "
-                                             "ended or was killed); no last.pt saved yet"), (err0, launcher)
+    assert (tmp_path / "end0").read_text() == "3 2"  # rank 0 saw step 4 fail for want of rank 1
+    last = tmp_path / "run" / "last.pt"
+    assert err0.strip().splitlines()[-1] == (f"error: rank 0: lost rank 1: its connection closed (the process "
+                                             f"ended or was killed); {last} on disk is whole: continue with "
+                                             f"--resume={last}"), (err0, launcher)
+    assert torch.load(last, weights_only=True)["iter"] == 2  # the validation's, whole
 
 
 @pytest.mark.slow
