@@ -87,7 +87,7 @@ def roll_call(rank, world, wait_s=ROLL_CALL_S):
             if not missing or time.monotonic() > deadline:
                 return missing
             time.sleep(0.1)
-    except (RuntimeError, ValueError, OSError):
+    except (AttributeError, RuntimeError, ValueError, OSError):  # a private helper of c10d's; may go
         return None
 
 
@@ -95,7 +95,8 @@ def lost_message(rank, kind, missing, timeout_s, error):
     """One line: which rank lost which, and why it thinks so."""
     if missing == []:
         return f"rank {rank}: a collective failed although every rank answered: {one_line(error)}"
-    who = f"rank {', '.join(map(str, missing))}" if missing else "another rank"
+    who = (f"rank{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}" if missing
+           else "another rank")
     if kind == "gone":
         return f"rank {rank}: lost {who}: its connection closed (the process ended or was killed)"
     return f"rank {rank}: {who} did not answer within --dist_timeout={timeout_s:g} s (stopped, hung or unreachable)"

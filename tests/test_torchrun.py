@@ -206,6 +206,16 @@ def test_gloo_errors_for_a_lost_peer_become_one_line():
         == ["gone", "silent", None, None]
     assert ranks.roll_call(1, 2) == [0]
     assert ranks.lost_message(2, "silent", [0, 3], 5, silent) == \
-        "rank 2: rank 0, 3 did not answer within --dist_timeout=5 s (stopped, hung or unreachable)"
+        "rank 2: ranks 0, 3 did not answer within --dist_timeout=5 s (stopped, hung or unreachable)"
     assert ranks.lost_message(0, "gone", None, 5, closed) == \
         "rank 0: lost another rank: its connection closed (the process ended or was killed)"
+
+
+def test_the_roll_call_names_the_ranks_that_do_not_answer(tmp_path):
+    """Of more than two ranks, the lost ones are those that do not check in through the job's store."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        torch.distributed.distributed_c10d._get_default_store().set("segnet/alive/2", "1")  # rank 2 is there
+        assert ranks.roll_call(0, 4, wait_s=0.3) == [1, 3]
+    finally:
+        torch.distributed.destroy_process_group()
