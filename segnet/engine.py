@@ -148,8 +148,8 @@ class Interrupts:
     Use in the main thread; `signals` are the stop requests to handle (SIGINT, SIGTERM).
     With `vote` (under torchrun: ranks.StopVote) every rank calls `vote(asked)` at the end of every
     step and stops if any rank was asked, so all stop after the same iteration; a stop request then
-    waits for the next step's end wherever it arrives (a rank that left alone would strand the
-    others in their next collective)."""
+    waits for the next step's end (or the last vote, as the iterations end) wherever it arrives (a
+    rank that left alone would strand the others in their next collective)."""
 
     def __init__(self, signals=(signal.SIGINT, signal.SIGTERM), vote=None):
         self.signals, self.vote = tuple(signals), vote
@@ -166,10 +166,14 @@ class Interrupts:
             self.previous[s] = signal.signal(s, self._handle)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
         self.previous = {}
+        pending, self.pending = self.pending, []
+        # a stop held after the last step: every rank leaves together, with one last vote
+        if exc_type is None and self.vote is not None and self.vote(any(s != self.sigchld for s in pending)):
+            raise KeyboardInterrupt
 
     def _handle(self, signum, frame):
         if self.in_step or (self.vote is not None and signum != self.sigchld):

@@ -175,8 +175,9 @@ def test_a_stopped_rank_ends_the_others_after_dist_timeout(camvid, tmp_path):
 
 # -- the pieces, in one process -------------------------------------------------------------------
 def test_a_stop_request_waits_for_the_vote_at_the_end_of_a_step():
-    """With a vote, a stop request outside a step is held (not raised) until the next step's end,
-    and a rank stops there when any rank asked, even if it was not asked itself."""
+    """With a vote, a stop request outside a step is held (not raised) until the next step's end
+    (or the end of the iterations), and a rank stops there when any rank asked, even if it was not
+    asked itself."""
     votes, reached = [], []
     def vote(asked, others=(False, False, True)):  # the other rank asks at the third step's end
         votes.append(asked)
@@ -195,6 +196,13 @@ def test_a_stop_request_waits_for_the_vote_at_the_end_of_a_step():
                 with interrupts.step():
                     pass
     assert votes == [False, False, False]
+    votes.clear()
+    with pytest.raises(KeyboardInterrupt):  # asked after the last step: the vote on the way out
+        with engine.Interrupts(vote=vote) as interrupts:
+            with interrupts.step():
+                pass
+            os.kill(os.getpid(), signal.SIGINT)
+    assert votes == [False, True]
 
 
 def test_gloo_errors_for_a_lost_peer_become_one_line():
