@@ -14,14 +14,13 @@ Edit the hyperparameters below, or override any of them with --key=value.
 import dataclasses
 import json
 import os
-import signal
 import sys
 import time
 
 import torch
 from tqdm import tqdm
 
-from segnet import engine, errors, evaluation, finite, optim, runtime
+from segnet import engine, errors, evaluation, finite, optim, ranks, runtime
 from segnet.build import NORMALIZE_CHOICES, build_model, resolve_normalize
 from segnet.checkpoint import model_from_checkpoint, restore_optimizer
 from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS, resolve_method
@@ -82,6 +81,7 @@ channels_last = "auto"       # NHWC memory format: auto (NHWC on GPUs and AVX512
 compile = False              # torch.compile the model (Inductor; the first steps compile); off: not yet measured to win (docs/gpu.md "What feeds a step")
 data_on_device = "auto"      # the training split decoded once onto the device, batches made there: auto (CUDA, if under 1/4 of free memory) | true | false
 sync_bn = False              # SyncBatchNorm across processes under torchrun
+dist_timeout = 600           # torchrun: seconds a process waits for a stopped or lost peer before the job ends
 seed = 0
 # -----------------------------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in dict(globals()).items()
@@ -97,9 +97,9 @@ CHOICES = {
 # What a resumed run may change; everything else comes from the checkpoint's config.
 RESUME_MAY_CHANGE = ("max_iters", "data_root", "download", "num_workers", "eval_interval", "log_interval",
                      "out_dir", "resume", "device", "dtype", "channels_last", "compile", "bn_recompute", "bn_recompute_val",
-                     "data_on_device", "overwrite")
+                     "data_on_device", "overwrite", "dist_timeout")
 MINIMUMS = {"batch_size": 1, "height": 1, "width": 1, "max_iters": 1, "log_interval": 1, "eval_interval": 0,
-            "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0, "scale_min": 0.01}
+            "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0, "dropout": 0.0, "scale_min": 0.01, "dist_timeout": 1}
 
 
 @dataclasses.dataclass
@@ -125,7 +125,8 @@ def main(argv=None):
     with user_errors():
         config, ckpt = configure(argv)
         rt = runtime.setup(config["device"], config["dtype"], config["channels_last"], distributed=True,
-                           kernel_size=SPECS[config["model"]].kernel_size)
+                           kernel_size=SPECS[config["model"]].kernel_size,
+                           dist_timeout=config["dist_timeout"])
         workers = runtime.resolve_num_workers(config["num_workers"], rt.world)  # a bad value ends here
     torch.manual_seed(config["seed"])
     log = print if rt.master else (lambda *a, **k: None)
@@ -134,7 +135,7 @@ def main(argv=None):
 
     with user_errors():
         folder = open_run_folder(config, rt.master, ckpt, log)  # before any data is read: writable, and ours alone
-    with folder:
+    with folder, ranks.watch(rt, config["out_dir"]):  # a lost rank: one line
         with user_errors(), errors.interrupted_as("interrupted before the first iteration: nothing was saved"):
             data = TrainingData(config, rt, workers, ckpt)
             log(data.describe())
@@ -219,7 +220,7 @@ def train(run):
     try:  # the bar closes on the way out, so any message after it starts on a line of its own
         with tqdm(total=end_iter * bs * rt.world, initial=state.iter * bs * rt.world, unit="img",
                   disable=not rt.master, dynamic_ncols=True, desc="train") as bar, \
-                engine.Interrupts(stop_signals(rt)) as interrupts:
+                engine.Interrupts(vote=rt.stop_vote) as interrupts:  # under torchrun all ranks stop together
             if validation_due(config, state) and state.validated != state.iter:  # resumed before it ran
                 validate(run)
             if state.validated == state.iter < end_iter:  # its loss went into that validation's row
@@ -263,10 +264,6 @@ def train(run):
     run.log(f"trained {state.iter - n0} iterations in {elapsed:.1f} s "
             f"({(state.iter - n0) * bs * rt.world / max(elapsed, 1e-9):.2f} img/s)")
     return 0
-
-
-def stop_signals(rt):
-    return (signal.SIGINT, signal.SIGTERM) if rt.master else (signal.SIGINT,)
 
 
 def check_finite(run, bad=None, weights=True):
@@ -366,7 +363,7 @@ def finish(run):
     last.pt true to best.pt. Returns (exit status, the final validation's row or None)."""
     state, best_before, last = run.state, run.state.best_iter, os.path.join(run.config["out_dir"], "last.pt")
     try:  # SIGTERM stops it as Ctrl-C does; memory that runs out leaves last.pt, which runs it again
-        with engine.Interrupts(stop_signals(run.rt)), errors.memory_errors(
+        with engine.Interrupts(), errors.memory_errors(
                 "in the final evaluation", f"free memory, then --resume={last} runs it again"):
             run.finished = run.data.val_set is None and not run.config["bn_recompute"]  # nothing follows
             save(run, "last.pt")  # the final evaluation may take a while

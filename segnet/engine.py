@@ -145,10 +145,14 @@ class Interrupts:
     exactly. Outside a step (waiting for a batch, validating) they act at once. A stop request
     raises KeyboardInterrupt; a dead worker raises WorkerDied, as torch's own SIGCHLD handler would
     have raised RuntimeError wherever the main process happened to be, mid optimizer step included.
-    Use in the main thread; `signals` are the stop requests to handle (SIGINT, SIGTERM)."""
+    Use in the main thread; `signals` are the stop requests to handle (SIGINT, SIGTERM).
+    With `vote` (under torchrun: ranks.StopVote) every rank calls `vote(asked)` at the end of every
+    step and stops if any rank was asked, so all stop after the same iteration; a stop request then
+    waits for the next step's end (or the last vote, as the iterations end) wherever it arrives (a
+    rank that left alone would strand the others in their next collective)."""
 
-    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
-        self.signals = tuple(signals)
+    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM), vote=None):
+        self.signals, self.vote = tuple(signals), vote
         self.sigchld = getattr(signal, "SIGCHLD", None)  # not on Windows, nor is torch's handler
         self.in_step, self.pending, self.previous = False, [], {}
 
@@ -162,13 +166,17 @@ class Interrupts:
             self.previous[s] = signal.signal(s, self._handle)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
         self.previous = {}
+        pending, self.pending = self.pending, []
+        # a stop held after the last step: every rank leaves together, with one last vote
+        if exc_type is None and self.vote is not None and self.vote(any(s != self.sigchld for s in pending)):
+            raise KeyboardInterrupt
 
     def _handle(self, signum, frame):
-        if self.in_step:
+        if self.in_step or (self.vote is not None and signum != self.sigchld):
             self.pending.append(signum)
         else:
             self._act(signum, frame)
@@ -191,7 +199,10 @@ class Interrupts:
         finally:
             self.in_step = False
         pending, self.pending = self.pending, []
-        for signum in sorted(set(pending), key=lambda s: s == self.sigchld):  # a stop request first
+        asked = any(signum != self.sigchld for signum in pending)
+        if (self.vote(asked) if self.vote is not None else asked):  # a stop request first
+            raise KeyboardInterrupt
+        for signum in set(pending):
             self._act(signum, None)
 
 

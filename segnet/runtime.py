@@ -13,6 +13,7 @@ import platform
 
 import torch
 
+from . import ranks
 from .model import use_gemm_weight_grad
 
 # The autocast dtypes a run may ask for ("auto" picks one, see resolve_dtype).
@@ -147,6 +148,7 @@ class Runtime:
     local_rank: int = 0
     world: int = 1
     gemm_wgrad: bool = False           # convs compute weight gradients by GEMMs (segnet.conv_weight_grad)
+    stop_vote: object = None           # under torchrun: ranks.StopVote, how all ranks agree to stop
 
     @property
     def ddp(self):
@@ -187,20 +189,21 @@ class Runtime:
 
 
 def setup(device="auto", dtype="auto", channels_last="auto", distributed=False, conv_wgrad="auto", kernel_size=3,
-          tf32=True):
+          tf32=True, dist_timeout=600):
     """Resolve the device, autocast dtype and memory format, make the GradScaler (fp16 on CUDA only), set the
     backend flags (cuDNN autotuning; TF32 matmuls and convolutions on CUDA unless `tf32` is False, which
     evaluation asks for so that its fp32 figures are fp32's on every GPU) and, with `distributed` under
-    torchrun (WORLD_SIZE > 1), join the process group: NCCL on CUDA, gloo on CPU."""
+    torchrun (WORLD_SIZE > 1), join the process group: NCCL on CUDA, gloo on CPU, a collective waiting at most
+    `dist_timeout` seconds for a peer (segnet/ranks.py)."""
     env = os.environ if distributed else {}
     world = int(env.get("WORLD_SIZE", 1))
     rank, local_rank = int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0))
-    dev = resolve_device(device)
+    dev, stop_vote = resolve_device(device), None
     if world > 1:
         if dev.type == "cuda":
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
-        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        stop_vote = ranks.init_process_group("nccl" if dev.type == "cuda" else "gloo", dist_timeout)
     amp_dtype = resolve_dtype(dtype, dev)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and dev.type == "cuda" else None
     if dev.type == "cuda":
@@ -208,7 +211,7 @@ def setup(device="auto", dtype="auto", channels_last="auto", distributed=False, 
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     cl = resolve_channels_last(channels_last, dev, amp_dtype, conv_wgrad, kernel_size)
     return Runtime(dev, amp_dtype, scaler, cl, rank, local_rank, world,
-                   resolve_conv_wgrad(conv_wgrad, dev, amp_dtype, cl))
+                   resolve_conv_wgrad(conv_wgrad, dev, amp_dtype, cl), stop_vote)
 
 
 def describe_machine(device):
