@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .files import replace_text
+from .progress import track
 
 
 # auto: the data set's registry entry decides (paper for CamVid-11, else median_frequency)
@@ -106,7 +107,8 @@ def compute_class_weights(method, dataset=None, num_classes=11, cache_dir=None):
         cache = pathlib.Path(cache_dir) / f"median_frequency_{_dataset_key(dataset)}.json"
         if cache.exists():
             return torch.tensor(json.loads(cache.read_text()), dtype=torch.float32)
-    w = median_frequency((dataset.load_mask(i) for i in range(len(dataset))), dataset.num_classes)
+    masks = track((dataset.load_mask(i) for i in range(len(dataset))), "class weights", len(dataset), unit="label")
+    w = median_frequency(masks, dataset.num_classes)
     if cache is not None:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
