@@ -146,7 +146,8 @@ def file_name(kind, split, i):
 
 def build(kind, root):
     """The data set in the folder layout (train 5, val 3, test 3 images) and a folder of photos
-    without labels, each photo in its own size; returns (class names, {photo name: (w, h)})."""
+    without labels, each photo in its own size; returns (class names, {photo name: (w, h)}, the
+    test split's file names)."""
     root.mkdir()
     make_pair, classes, photo_suffix = KINDS[kind](root)
     names = {split: [file_name(kind, split, i) for i in range(n)] for split, n in (("train", 5), ("val", 3), ("test", 3))}
