@@ -14,6 +14,7 @@ from segnet import engine, evaluation, progress
 from segnet.class_weights import compute_class_weights
 from segnet.data import Folder
 from segnet.data.__main__ import main as data_main
+from segnet.errors import read_errors
 
 LINE = r"\d+\.\d s"  # the stage's seconds
 
@@ -88,6 +89,11 @@ def test_a_terminal_gets_a_tqdm_bar_named_after_the_stage(tmp_path, monkeypatch,
     assert [(bar.desc, bar.total, bar.n, bar.unit) for bar in made] == [("check train", 3, 3, "image"),
                                                                        ("check val", 3, 3, "image")]
     assert "check train: 100%" in err and "3/3" in err and not re.search(f"images in {LINE}", err)
+    # evaluation's bar knows how many images its loader (wrapped as the scripts wrap it) reads
+    images = torch.utils.data.TensorDataset(torch.rand(5, 3, 8, 12), torch.zeros(5, 8, 12, dtype=torch.long))
+    loader = read_errors(torch.utils.data.DataLoader(images, batch_size=2))
+    evaluation.evaluate(torch.nn.Conv2d(3, 2, 1), loader, 2, torch.device("cpu"), torch.float32, stage="predict")
+    assert (made[-1].desc, made[-1].total, made[-1].n) == ("predict", 5, 5)
 
 
 def test_a_stage_stopped_by_an_error_prints_no_line_and_closes_its_source(monkeypatch, capsys):
