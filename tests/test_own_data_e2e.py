@@ -41,7 +41,8 @@ def documented_commands():
     text = (REPO / "docs" / "own_data.md").read_text()
     block = re.search(r"```\n(python .*?)```", text, re.S).group(1)
     commands = [shlex.split(line.split("#")[0]) for line in block.splitlines()]
-    assert [" ".join(c[:3]) for c in commands[:2]] == ["python -m segnet.data", "python Train_SegNet.py --dataset=folder"]
+    assert [" ".join(c[:3]) for c in commands[:2]] == ["python -m segnet.data",
+                                                        "python Train_SegNet.py --dataset=folder"]
     return [c for c in commands if not c[:3] == ["python", "-m", "segnet.export"]]
 
 
@@ -150,7 +151,8 @@ def build(kind, root):
     test split's file names)."""
     root.mkdir()
     make_pair, classes, photo_suffix = KINDS[kind](root)
-    names = {split: [file_name(kind, split, i) for i in range(n)] for split, n in (("train", 5), ("val", 3), ("test", 3))}
+    names = {split: [file_name(kind, split, i) for i in range(n)]
+             for split, n in (("train", 5), ("val", 3), ("test", 3))}
     for split, split_names in names.items():
         write_split(root, split, split_names, make_pair)
     photos, sizes = root.parent / "photos", {}
