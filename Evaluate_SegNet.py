@@ -17,7 +17,6 @@ import sys
 import time
 
 import torch
-from tqdm import tqdm
 
 from segnet import runtime
 from segnet.build import build_dataset
@@ -31,6 +30,7 @@ from segnet.errors import UserError, memory_errors, read_errors, run_cli, user_e
 from segnet.evaluation import evaluate
 from segnet.files import check_writable_folder, make_folders, remove_empty
 from segnet.outputs import PictureWriter, picture_folders, write_metrics, write_results_md
+from segnet.progress import Stage
 from segnet.score import PredictionPairs, tally_pairs
 from segnet.video import segment_video
 from segnet.visualize import checkpoint_palette
@@ -98,14 +98,10 @@ def main(argv=None):
             pin_memory=rt.device.type == "cuda", collate_fn=collate))
         pictures = PictureWriter(out_dir, dataset, config["normalize"], checkpoint_palette(ckpt), args["collages"])
         t0 = time.time()
-        with tqdm(total=len(dataset), unit="img", desc="predict" if predict_mode else args["split"]) as bar, \
-                memory_errors(f"evaluating batches of {args['batch_size']} images", "lower --batch_size"):
-            def on_batch(batch, first):
-                pictures(batch, first)
-                bar.update(len(batch.preds))
+        with memory_errors(f"evaluating batches of {args['batch_size']} images", "lower --batch_size"):
             m = evaluate(model, loader, config["num_classes"], rt.device, rt.dtype, rt.channels_last,
                          boundary=args["boundary"] and not predict_mode, mc_samples=args["mc_samples"],
-                         on_batch=on_batch)
+                         on_batch=pictures, stage="predict" if predict_mode else f"evaluation {args['split']}")
         with user_errors():
             pictures.close()
         elapsed = time.time() - t0
@@ -189,9 +185,9 @@ def score_mode(args):
     with user_errors():
         check_writable_folder(out_dir)  # before the scoring
         pairs = PredictionPairs(folder, data_root, args["split"], args["num_classes"], dataset)
-    with user_errors(), tqdm(total=len(pairs), unit="img", desc=f"score {args['split']}") as bar:
+    with user_errors(), Stage(f"score {args['split']}", len(pairs)) as stage:
         m = tally_pairs(pairs, boundary=args["boundary"], num_workers=args["num_workers"],
-                        batch_size=args["batch_size"], on_batch=lambda batch, first: bar.update(len(batch.preds)))
+                        batch_size=args["batch_size"], on_batch=lambda batch, first: stage.update(len(batch.preds)))
     class_names = pairs.class_names
     make_folders([out_dir])
     print(f"{m['num_images']} prediction files scored in {time.time() - t0:.1f} s; outputs in {out_dir}")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .files import replace_text
+from .progress import track
 
 
 # auto: the data set's registry entry decides (paper for CamVid-11, else median_frequency)
@@ -127,7 +128,8 @@ def compute_class_weights(method, dataset=None, num_classes=11, cache_dir=None):
             return cached
         if why:  # a damaged cache costs one recount, and is rewritten below
             print(f"note: class-weight cache {cache} {why}; counting the labels again and rewriting it")
-    w = median_frequency((dataset.load_mask(i) for i in range(len(dataset))), dataset.num_classes)
+    masks = track((dataset.load_mask(i) for i in range(len(dataset))), "class weights", len(dataset), unit="label")
+    w = median_frequency(masks, dataset.num_classes)
     if cache is not None:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)

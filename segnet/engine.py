@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from .errors import WorkerDied, one_line
 from .optim import learning_rate, set_lr
+from .progress import size_of, track
 from .runtime import autocast, to_device
 
 
@@ -222,7 +223,7 @@ def recompute_bn_statistics(model, loader, device, dtype, channels_last=False):
     model.eval()
     for m in bns:
         m.train()
-    for images, _ in loader:
+    for images, _ in track(loader, "BN recompute", size_of(loader), count=lambda batch: len(batch[0])):
         with autocast(device, dtype):
             model(to_device(images, device, channels_last))
     for m, momentum in zip(bns, saved):

@@ -91,6 +91,7 @@ class read_errors:
 
     def __init__(self, loader):
         self.loader = loader
+        self.dataset = getattr(loader, "dataset", None)  # what is read, and how many (segnet.progress)
 
     def __len__(self):
         return len(self.loader)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .metrics import BoundaryF1, ConfusionMatrix
 from .model import mc_dropout
+from .progress import size_of, track
 from .runtime import autocast, to_device
 
 
@@ -118,7 +119,9 @@ def tally(batches, num_classes, device, boundary=False, on_batch=None):
 
 
 def evaluate(model, loader, num_classes, device, dtype, channels_last=False, boundary=False, mc_samples=0,
-             on_batch=None):
-    """`model`'s predictions over `loader`, tallied (training's validation and Evaluate_SegNet.py)."""
-    return tally(model_predictions(model, loader, device, dtype, channels_last, mc_samples),
+             on_batch=None, stage="validation"):
+    """`model`'s predictions over `loader`, tallied (training's validation and Evaluate_SegNet.py),
+    with the progress of the `stage` so named (segnet.progress)."""
+    batches = model_predictions(model, loader, device, dtype, channels_last, mc_samples)
+    return tally(track(batches, stage, size_of(loader), count=lambda batch: len(batch.preds)),
                  num_classes, device, boundary, on_batch)

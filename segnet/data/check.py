@@ -16,6 +16,7 @@ import sys
 from ..class_weights import PixelCounts
 from ..config import help_text, parse_overrides, wants_help
 from ..errors import UserError, user_errors
+from ..progress import track
 from .base import SPLITS, VOID, ImageTooLarge, MissingSplit, decoded_size
 from .registry import DATASETS, DatasetNames
 
@@ -50,7 +51,8 @@ def problems(dataset, survey=None, labels=True):
     pair up, unreadable files, sizes that differ within a pair, and (with `labels`) labels that do
     not decode to class indices 0..C-1 or void. `survey` (a Survey) collects what was seen."""
     yield from dataset.problems
-    for i, (image, label) in enumerate(dataset.item_files()):  # none for a data set composed in memory
+    pairs = dataset.item_files()  # none for a data set composed in memory
+    for i, (image, label) in enumerate(track(pairs, f"check {getattr(dataset, 'split', '')}".strip(), len(pairs))):
         try:
             a, b = file_size(image), file_size(label)
         except (ValueError, OSError) as e:
