@@ -21,7 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ from .build import build_dataset
 from .checkpoint import model_from_checkpoint
 from .config import help_text, parse_overrides, wants_help
 from .data import UnlabelledImages, collate
-from .data.base import read_image
+from .data.base import ImageTooLarge, open_image, read_image
 from .data.registry import default_root
 from .data.views import IMAGE_EXTENSIONS, undecodable
 from .errors import UserError, run_cli, user_errors
@@ -64,29 +63,18 @@ def _gradio():
     return gradio
 
 
-def max_pixels():
-    """The largest image taken: PIL's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS,
-    89,478,485 pixels by default), the limit the rest of the repo reads images under."""
-    return Image.MAX_IMAGE_PIXELS or float("inf")  # None: PIL's check switched off by the user
-
-
-def check_image(path, name, limit):
-    """ValueError, in one line naming the upload as `name`, unless `path` is an image of at most
-    `limit` pixels that decodes in full (predict mode's check, data.views.undecodable)."""
+def check_image(path, name):
+    """ValueError, in one line naming the upload as `name`, unless `path` is an image within the
+    repo's pixel limit (base.open_image: PIL's Image.MAX_IMAGE_PIXELS) that decodes in full
+    (predict mode's check, data.views.undecodable)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
-            with Image.open(path) as im:
-                w, h = im.size
-    except Image.DecompressionBombError:
-        raise ValueError(f"{name} is too large: more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels; the demo takes "
-                         f"images of at most {limit:,} pixels") from None
+        with open_image(path):
+            pass
+    except ImageTooLarge as e:  # refused from the header, before any pixel is decoded
+        raise ValueError(str(e).replace(str(path), name, 1)) from None
     except (OSError, SyntaxError, ValueError):
         raise ValueError(f"{name} is not an image (expected a picture: "
                          f"{', '.join(e[1:].upper() for e in IMAGE_EXTENSIONS)}, ...)") from None
-    if w * h > limit:
-        raise ValueError(f"{name} is too large: {w}x{h} = {w * h:,} pixels; the demo takes images of at most "
-                         f"{limit:,} pixels")
     if undecodable(path):
         raise ValueError(f"{name} is cut short or corrupt: it does not decode in full")
 
@@ -95,7 +83,7 @@ def upright(path, folder):
     """`path`, or a lossless copy in `folder` turned as its EXIF orientation says (a phone photo
     is stored sideways with a note; a browser shows it turned, so the demo segments it turned)."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             if im.getexif().get(EXIF_ORIENTATION, 1) == 1:
                 return path
             turned = ImageOps.exif_transpose(im)
@@ -152,7 +140,7 @@ class Segmenter:
     def __call__(self, path, name, mc_samples=0):
         """(image as read: (H, W, 3) uint8, class map (H, W) uint8, uncertainty (H, W) float or None,
         seconds of inference) for the image file `path`; a ValueError names it as `name`."""
-        check_image(path, name, max_pixels())
+        check_image(path, name)
         turned = upright(path, self.folder)
         try:
             image = read_image(turned)  # what predict mode reads, shown beside the segmentation

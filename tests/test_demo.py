@@ -203,8 +203,8 @@ def test_a_bad_or_too_large_file_gets_its_message(client, server, images, tmp_pa
     Image.new("1", (9500, 9500)).save(tmp_path / "huge.png")  # 11 kB on disk, 90,250,000 pixels
     with pytest.raises(AppError) as e:
         segment(client, tmp_path / "huge.png")
-    assert str(e.value) == ("huge.png is too large: 9500x9500 = 90,250,000 pixels; the demo takes images of at "
-                            "most 89,478,485 pixels")
+    assert str(e.value) == ("huge.png is 9500x9500, 90,250,000 pixels: more than the 89,478,485 pixels an image "
+                            "may have (PIL's decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS); resize it")
     assert "Traceback" not in server[3].read_text()
 
 
