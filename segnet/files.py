@@ -20,6 +20,7 @@ import pathlib
 import re
 import shutil
 import stat
+import zipfile
 
 TEMP_PREFIX = ".segnet-tmp-"
 TEMP_PATTERN = re.compile(r"^\.segnet-tmp-\d+-(.+)$")  # temp_name's names: .segnet-tmp-PID-NAME
@@ -180,6 +181,35 @@ def output_folder(folder, what="output folder"):
         raise WriteFailed(f"{what} {folder} is a symbolic link (to {os.readlink(folder)}); outputs are never "
                           f"written through one: remove it, or choose another folder", errno.ELOOP)
     return folder
+
+
+def saved_by_torch(path):
+    """Whether `path` is a file torch.save wrote (a training checkpoint or a weights file: a zip
+    archive holding ARCHIVE/data.pkl), as opposed to a TorchScript file (which also holds
+    ARCHIVE/code/) or anything else. Read from the zip's directory only, nothing is unpickled."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(n.endswith("/data.pkl") for n in names) and not any("/code/" in n for n in names)
+
+
+def check_replaceable(out, inputs=(), overwrite=False, flag="--out"):
+    """Before an export or weights file is written to `out`: it is not one of `inputs` (the files
+    the command reads) nor a checkpoint or weights file (saved_by_torch), unless `overwrite`.
+    FileExistsError, one line naming the file and --overwrite=true, otherwise."""
+    out = pathlib.Path(out)
+    if overwrite or not out.is_file():
+        return
+    if any(pathlib.Path(i).is_file() and os.path.samefile(out, i) for i in inputs):
+        what = "the checkpoint this command reads"
+    elif saved_by_torch(out):
+        what = "a training checkpoint or weights file"
+    else:
+        return
+    raise FileExistsError(f"{flag}={out} is {what}; it is kept: choose another {flag}, or replace it with "
+                          f"--overwrite=true")
 
 
 def make_folders(folders):
