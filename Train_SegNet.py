@@ -169,6 +169,7 @@ def configure(argv):
         config = {**saved, **{k: config[k] for k in explicit & set(RESUME_MAY_CHANGE)}}
         if "overwrite" not in explicit:  # a permission for one start, never inherited from the checkpoint
             config["overwrite"] = False
+        config["download"] = config["download"] and "data_root" in explicit  # a stored data_root: read, never fetched
         if "out_dir" not in explicit:
             config["out_dir"] = os.path.dirname(os.path.abspath(config["resume"]))
     # derived values, stored with the run (evaluation uses the same normalisation)

@@ -37,6 +37,15 @@ def user_errors():
         raise UserError(one_line(e)) from None
 
 
+@contextlib.contextmanager
+def interrupted(message):
+    """Inside this block, Ctrl-C (KeyboardInterrupt) ends the command with `message`, one line."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise UserError(message) from None
+
+
 class DataError(UserError):
     """A file of the data set could not be read mid-run (the training loop saves last.pt first)."""
 

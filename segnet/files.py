@@ -212,6 +212,18 @@ def check_replaceable(out, inputs=(), overwrite=False, flag="--out"):
                           f"--overwrite=true")
 
 
+def download_target(root):
+    """Where training may fetch a data set by itself (--download=true): `root` exists, or is a new
+    folder inside an existing one (data/CamVid in a clone). A path whose parent is missing too is
+    most likely mistyped: FileNotFoundError, and nothing is created."""
+    root = pathlib.Path(root)
+    if not root.exists() and not root.parent.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist, nor does {root.parent}, so nothing is downloaded "
+                                f"there: check --data_root (a download goes into a new folder inside an existing "
+                                f"one, e.g. data/CamVid), or fetch it first with `python -m segnet.data download`")
+    return root
+
+
 def make_folders(folders):
     """Create `folders` (parents included), none of which may be a symbolic link (output_folder);
     returns the ones this call created, outermost first, for remove_empty to take back when the job

