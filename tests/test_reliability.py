@@ -426,16 +426,17 @@ def test_export_and_weights_disk_full_and_unwritable_paths(trained, tmp_path, mo
     assert "is a file, expected a folder" in err
 
 
-def test_evaluation_disk_full_is_one_line_and_keeps_the_previous_metrics(trained, tmp_path, monkeypatch, capsys):
+def test_evaluation_disk_full_is_one_line_and_leaves_the_folder_marked_incomplete(trained, tmp_path, monkeypatch,
+                                                                                  capsys):
     out = tmp_path / "e"
     argv = [str(trained), f"--out_dir={out}", "--num_workers=0", "--boundary=false"]
     assert Evaluate_SegNet.main(argv) == 0
-    before = (out / "metrics.json").read_bytes()
     with monkeypatch.context() as m:
         enospc(m, "metrics.json")
         err = one_line_exit(capsys, Evaluate_SegNet.main, argv)
     assert str(out / "metrics.json") in err and "bytes needed" in err
-    assert (out / "metrics.json").read_bytes() == before and not files.temp_files(out)
+    # the pictures are the new model's: the previous metrics.json, which described another, is gone
+    assert not (out / "metrics.json").exists() and (out / "INCOMPLETE").is_file() and not files.temp_files(out)
 
 
 # -- evaluation: the data must fit, outputs are replaced ------------------------------------------

@@ -5,20 +5,15 @@ cache stays out of the data folder, a checkpoint's data_root never creates folde
 evaluation holds its out_dir's lock and marks it INCOMPLETE until metrics.json is written."""
 import json
 import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
-import torch
 
 import Evaluate_SegNet
 import Train_SegNet
 from helpers import make_tutorial_camvid
-from segnet import evaluation, export, files, weights
+from segnet import export, files, outputs, weights
 from segnet.errors import run_cli
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 HW = (16, 24)
 
 
@@ -148,3 +143,129 @@ def test_export_under_a_file_says_it_is_a_file(trained, tmp_path, capsys):
     a_file.write_text("x")
     err = one_line_exit(capsys, export.main, [str(trained), f"--out={a_file / 'm.pt'}"])
     assert err == f"error: --out={a_file / 'm.pt'}: {a_file} is a file, not a folder"
+
+
+# -- evaluation owns its folder ---------------------------------------------------------------------
+def eval_args(trained, out, *extra):
+    return [str(trained), f"--out_dir={out}", "--num_workers=0", "--boundary=false", "--batch_size=1",
+            "--dtype=float32", *extra]
+
+
+def test_a_planted_picture_folder_symlink_is_refused_and_nothing_is_written_through_it(trained, tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "f000.png").write_bytes(b"not yours")
+    out = tmp_path / "e"
+    out.mkdir()
+    (out / "colour").symlink_to(elsewhere)
+    err = one_line_exit(capsys, Evaluate_SegNet.main, eval_args(trained, out))
+    assert err == (f"error: output folder {out / 'colour'} is a symbolic link (to {elsewhere}); outputs are never "
+                   f"written through one: remove it, or choose another folder")
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["f000.png"]
+    assert (elsewhere / "f000.png").read_bytes() == b"not yours"
+
+
+def test_a_second_evaluation_or_a_training_run_in_a_folder_in_use_is_refused(trained, camvid, tmp_path, capsys):
+    out = tmp_path / "e"
+    out.mkdir()
+    held = files.lock_folder(out)  # an evaluation under way in this folder
+    try:
+        err = one_line_exit(capsys, Evaluate_SegNet.main, eval_args(trained, out))
+        assert err == (f"error: --out_dir={out} is in use by another evaluation or training run (process "
+                       f"{os.getpid()}, lock {out / '.lock'}); wait for it to end, or choose another --out_dir")
+        err = one_line_exit(capsys, Train_SegNet.main, train_args(camvid, out))
+        assert err.startswith(f"error: --out_dir={out} is in use by another run (process {os.getpid()}")
+    finally:
+        files.unlock_folder(held)
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written by either
+
+
+def test_ctrl_c_mid_evaluation_is_one_line_and_leaves_the_folder_marked_incomplete(trained, tmp_path, capsys,
+                                                                                    monkeypatch):
+    out = tmp_path / "e"
+    assert Evaluate_SegNet.main(eval_args(trained, out)) == 0  # model A's evaluation
+    assert not (out / "INCOMPLETE").exists() and (out / "results.md").exists()
+    real = outputs.PictureWriter.__call__
+
+    def interrupt_at_second_image(self, batch, first):
+        if first == 1:
+            raise KeyboardInterrupt
+        return real(self, batch, first)
+    with monkeypatch.context() as m:
+        m.setattr(outputs.PictureWriter, "__call__", interrupt_at_second_image)
+        err = one_line_exit(capsys, Evaluate_SegNet.main, eval_args(trained, out))
+    assert err == (f"error: interrupted: {out} holds a partial evaluation (its INCOMPLETE file says so); run the "
+                   f"evaluation again to complete it")
+    assert (out / "INCOMPLETE").is_file()
+    assert not any((out / n).exists() for n in ("metrics.json", "results.md", "confusion_matrix.png"))
+    files.unlock_folder(files.lock_folder(out))  # the lock went with the evaluation
+    assert Evaluate_SegNet.main(eval_args(trained, out)) == 0  # run again: whole, unmarked
+    assert not (out / "INCOMPLETE").exists() and json.loads((out / "metrics.json").read_text())["num_images"] == 3
+
+
+def test_a_failed_evaluation_into_a_new_folder_leaves_nothing(trained, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "new"
+
+    def broken(*a, **k):
+        raise OSError("cannot read the disk")
+    with monkeypatch.context() as m:
+        m.setattr(outputs.PictureWriter, "__call__", broken)
+        with pytest.raises(OSError):
+            Evaluate_SegNet.main(eval_args(trained, out))
+    assert not out.exists()
+
+
+# -- data folders are read, never written -----------------------------------------------------------
+def original_camvid(root):
+    """The original layout with one test frame (named as in the SegNet split) and its colour mask."""
+    from PIL import Image
+    from segnet.data.camvid import LABEL_COLORS, _names
+    name = _names("test")[0]
+    (root / "CamVid_Raw").mkdir(parents=True)
+    (root / "CamVid_Labeled").mkdir()
+    Image.new("RGB", (24, 16), (128, 128, 128)).save(root / "CamVid_Raw" / f"{name}.png")
+    Image.new("RGB", (24, 16), (128, 64, 128)).save(root / "CamVid_Labeled" / f"{name}_L.png")  # Road
+    (root / "label_colors.txt").write_text("".join(f"{r} {g} {b}\t{n}\n" for (r, g, b), n in LABEL_COLORS))
+    return root
+
+
+def test_evaluation_creates_nothing_in_the_data_folder(trained, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    data = original_camvid(tmp_path / "orig")
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    (data / ".cache").symlink_to(trap)  # planted where the mask cache used to go
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    os.chmod(data, 0o555)
+    try:
+        assert Evaluate_SegNet.main(eval_args(trained, tmp_path / "e", f"--data_root={data}")) == 0
+    finally:
+        os.chmod(data, 0o755)
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before and not any(trap.iterdir())
+    assert len(list(cache.glob("segnet/camvid-masks/*/masks11_*/*.png"))) == 1  # the decoded mask is cached here
+
+
+def test_a_checkpoints_data_root_is_never_created_nor_fetched(trained, tmp_path, capsys):
+    from segnet.checkpoint import load_checkpoint, save_checkpoint
+    gone = tmp_path / "gone" / "CamVid"
+    ck = load_checkpoint(trained)
+    resume = tmp_path / "run" / "last.pt"
+    resume.parent.mkdir()
+    save_checkpoint(resume, {**{k: v for k, v in ck.items() if k != "kind"},
+                             "config": {**ck["config"], "data_root": str(gone), "download": True, "max_iters": 2}})
+    err = one_line_exit(capsys, Train_SegNet.main, [f"--resume={resume}", "--num_workers=0"])
+    assert err == (f"error: CamVid not found at {gone} (no such folder); pass --data_root=DIR where it is, or get it "
+                   f"with `python -m segnet.data download --root={gone}`")
+    assert not (tmp_path / "gone").exists()
+
+
+def test_a_mistyped_data_root_is_not_downloaded_into_and_leaves_no_folders(tmp_path, capsys):
+    typo = tmp_path / "dta" / "CamVid"
+    argv = train_args(typo, tmp_path / "run")
+    argv.remove("--download=false")
+    err = one_line_exit(capsys, Train_SegNet.main, argv)
+    assert err == (f"error: data folder {typo} does not exist, nor does {typo.parent}, so nothing is downloaded there: "
+                   f"check --data_root (a download goes into a new folder inside an existing one, e.g. data/CamVid), "
+                   f"or fetch it first with `python -m segnet.data download`")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
