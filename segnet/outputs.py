@@ -116,8 +116,9 @@ class EvalFolder:
     - it writes the INCOMPLETE marker first and removes the previous evaluation's metrics.json,
       results.md and confusion_matrix.png before any new prediction, so nothing there describes
       another model; done() removes the marker, so a folder without it is whole;
-    - an error or Ctrl-C leaves the marker; one before any picture was written into a folder this
-      evaluation created leaves nothing (no empty folders, no marker, no lock file)."""
+    - an error or Ctrl-C leaves the marker; one before the marker (a picture folder that is a
+      symlink), or before any picture was written into a folder this evaluation created, leaves
+      nothing of it (no empty folders, no marker, no lock file)."""
 
     def __init__(self, out_dir, uncertainty=False, pictures=True):
         self.out_dir, self.lock_fd = out_dir, None
@@ -133,12 +134,14 @@ class EvalFolder:
         # what Ctrl-C says (errors.interrupted): the marker stays
         self.partial = (f"interrupted: {out_dir} holds a partial evaluation (its {INCOMPLETE} file says so); "
                         f"run the evaluation again to complete it")
+        self.marked = False  # the folder is changed from here on
         try:
+            self.created += picture_folders(out_dir, uncertainty) if pictures else []  # none may be a symlink
+            self.marked = True
             replace_text(out_dir / INCOMPLETE, f"an evaluation (process {os.getpid()}) is writing this folder; "
                                                f"what it holds is partial until this file is gone\n")
             for name in RESULT_FILES:
                 (out_dir / name).unlink(missing_ok=True)
-            self.created += picture_folders(out_dir, uncertainty) if pictures else []
         except BaseException:
             self.__exit__(*sys.exc_info())
             raise
@@ -153,9 +156,9 @@ class EvalFolder:
     def __exit__(self, kind, *exc):
         if self.lock_fd is None:
             return
-        if kind is not None and self.out_dir in self.created and not any(
-                p.is_file() for p in self.out_dir.rglob("*") if p.name not in self.ours):
-            for name in self.ours:  # nothing written into a folder of our own: take it all back
+        if kind is not None and (not self.marked or self.out_dir in self.created and not any(
+                p.is_file() for p in self.out_dir.rglob("*") if p.name not in self.ours)):
+            for name in self.ours:  # the folder unchanged, or nothing written into our own: take it all back
                 (self.out_dir / name).unlink(missing_ok=True)
         remove_empty(self.created)  # a failed evaluation leaves no empty output folders behind
         unlock_folder(self.lock_fd)

@@ -163,6 +163,16 @@ def test_a_planted_picture_folder_symlink_is_refused_and_nothing_is_written_thro
                    f"written through one: remove it, or choose another folder")
     assert sorted(p.name for p in elsewhere.iterdir()) == ["f000.png"]
     assert (elsewhere / "f000.png").read_bytes() == b"not yours"
+    assert sorted(p.name for p in out.iterdir()) == ["colour"]  # the folder as it was: no marker, no lock
+
+
+def test_a_run_folder_that_is_a_symlink_is_refused(camvid, tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "run").symlink_to(elsewhere)
+    err = one_line_exit(capsys, Train_SegNet.main, train_args(camvid, tmp_path / "run"))
+    assert err.startswith(f"error: output folder {tmp_path / 'run'} is a symbolic link (to {elsewhere})")
+    assert not any(elsewhere.iterdir())
 
 
 def test_a_second_evaluation_or_a_training_run_in_a_folder_in_use_is_refused(trained, camvid, tmp_path, capsys):
