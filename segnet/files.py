@@ -228,9 +228,10 @@ def make_folders(folders):
     """Create `folders` (parents included), none of which may be a symbolic link (output_folder);
     returns the ones this call created, outermost first, for remove_empty to take back when the job
     fails. WriteFailed if one cannot be created."""
+    for folder in folders:  # all checked before any is made
+        output_folder(folder)
     created = []
     for folder in folders:
-        output_folder(folder)
         missing = []
         p = pathlib.Path(folder)
         while not p.exists() and p.parent != p:
