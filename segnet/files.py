@@ -304,7 +304,8 @@ def _lock_fd(path):
     plain file of its own (one link) that holds at most a process id: a file planted there is
     neither followed nor truncated."""
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    refuse = f"lock file {path} is {{}}; expected a plain file holding a process id (remove it, or choose another folder)"
+    refuse = (f"lock file {path} is {{}}; expected a plain file holding a process id (remove it, or choose "
+              f"another folder)")
     if path.is_symlink():
         raise NotALockFile(refuse.format(f"a symbolic link (to {os.readlink(path)})"))
     try:

@@ -129,7 +129,8 @@ class EvalFolder:
         except FolderInUse as e:
             remove_empty(self.created)
             raise BlockingIOError(f"--out_dir={out_dir} is in use by another evaluation or training run (process "
-                                  f"{e.holder}, lock {e.lock}); wait for it to end, or choose another --out_dir") from None
+                                  f"{e.holder}, lock {e.lock}); wait for it to end, or choose another "
+                                  f"--out_dir") from None
         self.ours = [INCOMPLETE] + ([] if lock_existed else [".lock"])
         # what Ctrl-C says (errors.interrupted): the marker stays
         self.partial = (f"interrupted: {out_dir} holds a partial evaluation (its {INCOMPLETE} file says so); "

@@ -227,9 +227,9 @@ def ensure_camvid(root, download):
     if root.is_dir() and any(root.iterdir()):
         return
     if not download:
-        raise FileNotFoundError(f"CamVid not found at {root} ({'an empty folder' if root.is_dir() else 'no such folder'})"
-                                f"; pass --data_root=DIR where it is, or get it with `python -m segnet.data download "
-                                f"--root={root}`")
+        what = "an empty folder" if root.is_dir() else "no such folder"
+        raise FileNotFoundError(f"CamVid not found at {root} ({what}); pass --data_root=DIR where it is, or get it "
+                                f"with `python -m segnet.data download --root={root}`")
     download_target(root)
     print(f"CamVid not found at {root}: downloading it (python -m segnet.data download --root={root})")
     download_camvid(root, layout="tutorial")
