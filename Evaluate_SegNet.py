@@ -26,10 +26,10 @@ from segnet.data import (DATASETS, DEFAULT_DATASET, SPLITS, DatasetNames, Labell
                          published_rows)
 from segnet.data.check import check_dataset
 from segnet.data.registry import check_class_names, check_fits, default_root, some_names, split_size_warning
-from segnet.errors import UserError, memory_errors, read_errors, run_cli, user_errors
+from segnet.errors import UserError, interrupted_as, memory_errors, read_errors, run_cli, user_errors
 from segnet.evaluation import evaluate
-from segnet.files import check_writable_folder, make_folders, remove_empty
-from segnet.outputs import PictureWriter, picture_folders, write_metrics, write_results_md
+from segnet.files import check_writable_folder, make_folders
+from segnet.outputs import EvalFolder, PictureWriter, write_metrics, write_results_md
 from segnet.progress import Stage
 from segnet.score import PredictionPairs, tally_pairs
 from segnet.video import segment_video
@@ -88,11 +88,10 @@ def main(argv=None):
             check_data_fits(config, ckpt_path, ckpt["config"]["dataset"])  # before anything is read from --data_root
         dataset = make_dataset(args, config, list(ckpt["class_names"]), ckpt_path, predict_mode,
                                ckpt["config"]["dataset"])
-        created = picture_folders(out_dir, uncertainty=args["mc_samples"] > 0)
+        folder = EvalFolder(out_dir, uncertainty=args["mc_samples"] > 0)  # locked, marked INCOMPLETE
     if args["mc_samples"] > 0 and not any(isinstance(m, torch.nn.Dropout) for m in model.modules()):
         print("note: this model has no dropout (trained with bayesian=false): all MC samples are the same")
-
-    try:
+    with folder, interrupted_as(folder.partial):
         loader = read_errors(torch.utils.data.DataLoader(
             dataset, args["batch_size"], shuffle=False, num_workers=args["num_workers"],
             pin_memory=rt.device.type == "cuda", collate_fn=collate))
@@ -107,17 +106,16 @@ def main(argv=None):
         elapsed = time.time() - t0
         print(f"{m['num_images']} images in {elapsed:.1f} s ({m['num_images'] / max(elapsed, 1e-9):.2f} img/s) on "
               f"{rt.device}, {rt.precision}; outputs in {out_dir}")
-        if predict_mode:
-            return 0
-        warn_split_size(m["num_images"], config, args["split"])
-        source = {"checkpoint": str(ckpt_path), "iter": ckpt.get("iter"), "mc_samples": args["mc_samples"]}
-        rows = published_rows(config)
-        result = write_metrics(m, list(ckpt["class_names"]), args["split"], out_dir, source, rows)
-        write_results_md(out_dir / "results.md", result, config, rows, "python Evaluate_SegNet.py " + " ".join(argv),
-                         runtime.hardware_line(rt.device), elapsed)
-    except BaseException:
-        remove_empty(created)  # a failed evaluation leaves no empty output folders behind
-        raise
+        if not predict_mode:
+            warn_split_size(m["num_images"], config, args["split"])
+            source = {"checkpoint": str(ckpt_path), "iter": ckpt.get("iter"), "mc_samples": args["mc_samples"]}
+            rows = published_rows(config)
+            result = write_metrics(m, list(ckpt["class_names"]), args["split"], out_dir, source, rows)
+            write_results_md(out_dir / "results.md", result, config, rows,
+                             "python Evaluate_SegNet.py " + " ".join(argv), runtime.hardware_line(rt.device), elapsed)
+        folder.done()
+    if predict_mode:
+        return 0
     print(f"results card: {out_dir / 'results.md'}")
     return 0
 
@@ -154,7 +152,7 @@ def video_mode(args, ckpt_path, model, ckpt, rt):
                        / f"{name}.mp4")
     with user_errors():
         if not args["out"]:
-            out.parent.mkdir(parents=True, exist_ok=True)
+            make_folders([out.parent])  # never a symlink planted at video/
         r = segment_video(model, source, out, config["height"], config["width"], config["normalize"],
                           checkpoint_palette(ckpt), rt.device, rt.dtype,
                           side_by_side=args["side_by_side"], channels_last=rt.channels_last)
@@ -188,13 +186,13 @@ def score_mode(args):
     with user_errors(), Stage(f"score {args['split']}", len(pairs)) as stage:
         m = tally_pairs(pairs, boundary=args["boundary"], num_workers=args["num_workers"],
                         batch_size=args["batch_size"], on_batch=lambda batch, first: stage.update(len(batch.preds)))
-    class_names = pairs.class_names
-    make_folders([out_dir])
     print(f"{m['num_images']} prediction files scored in {time.time() - t0:.1f} s; outputs in {out_dir}")
     warn_split_size(m["num_images"], {"dataset": dataset, "data_root": data_root}, args["split"])
     source = {"checkpoint": None, "predictions": str(folder), "iter": None, "mc_samples": 0}
-    write_metrics(m, class_names, args["split"], out_dir, source,
-                  published_rows({"dataset": dataset, "num_classes": pairs.num_classes, "model": "segnet"}))
+    with user_errors(), EvalFolder(out_dir, pictures=False) as owned, interrupted_as(owned.partial):
+        write_metrics(m, pairs.class_names, args["split"], out_dir, source,
+                      published_rows({"dataset": dataset, "num_classes": pairs.num_classes, "model": "segnet"}))
+        owned.done()
     return 0
 
 

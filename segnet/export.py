@@ -29,7 +29,7 @@ from .checkpoint import model_from_checkpoint
 from .config import help_text, parse_overrides, wants_help
 from .data import palette_for
 from .errors import UserError, run_cli, user_errors
-from .files import check_writable_folder, replace_file, serialized
+from .files import check_replaceable, check_writable_folder, output_folder, replace_file, serialized
 from .model import use_scatter_unpool
 from .transforms import NORMALIZATIONS, input_to_unit
 from .visualize import checkpoint_palette
@@ -47,6 +47,7 @@ DEFAULTS = {
     "threads": 2,         # CPU threads for the check and the benchmark, both runtimes alike
     "bench_batch": 1,
     "bench_reps": 10,
+    "overwrite": False,   # true: --out may replace a checkpoint or weights file (never done silently)
 }
 CHOICES = {"format": ("onnx", "torchscript")}
 MINIMUMS = {"height": 0, "width": 0, "threads": 1, "bench_batch": 1, "bench_reps": 1, "opset": 17}
@@ -263,9 +264,11 @@ def check_out_path(path):
     if path.is_dir():
         raise IsADirectoryError(f"--out={path} is a folder; expected the path of the file to write, "
                                 f"e.g. --out={path / 'segnet.onnx'}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise NotADirectoryError(f"--out={path}: {path.parent} is a file, not a folder")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"--out={path}: folder {path.parent} does not exist")
-    check_writable_folder(path.parent, "--out folder")
+    check_writable_folder(output_folder(path.parent, "--out folder"), "--out folder")
 
 
 def check(model, config, runner, height, width, dynamic):
@@ -306,6 +309,7 @@ def main(argv=None):
     out = args["out"] or ckpt_path.with_name(ckpt_path.stem + (".onnx" if args["format"] == "onnx" else ".torchscript.pt"))
     with user_errors():
         check_out_path(out)
+        check_replaceable(out, [ckpt_path], args["overwrite"])
         model, config, class_names, palette = load_model(ckpt_path)
     h, w = args["height"] or config["height"], args["width"] or config["width"]
     t0 = time.time()

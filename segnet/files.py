@@ -6,7 +6,11 @@ and renames it into place.
 - a failed write (disk full, read-only, permission) removes its temp file and raises WriteFailed,
   one line naming the path and the bytes needed; the previous file is untouched;
 - the temp file is created afresh (O_EXCL, O_NOFOLLOW) and the rename replaces the directory
-  entry, so a symlink planted at the target or at the temp name is replaced, never written through.
+  entry, so a symlink planted at the target or at the temp name is replaced, never written through;
+- temp names begin `.segnet-tmp-PID-`, a prefix only this project makes, so the cleanup of a killed
+  writer's leftovers (temp_files) never takes a user's own `.something.tmp`;
+- an output folder that is a symbolic link is refused (output_folder, make_folders), so a link
+  planted where an output folder goes never sends the files elsewhere.
 """
 import errno
 import hashlib
@@ -15,8 +19,11 @@ import os
 import pathlib
 import re
 import shutil
+import stat
+import zipfile
 
-TEMP_PATTERN = re.compile(r"^\..+\.\d+\.tmp$")  # temp_name's names: .NAME.PID.tmp
+TEMP_PREFIX = ".segnet-tmp-"
+TEMP_PATTERN = re.compile(r"^\.segnet-tmp-\d+-(.+)$")  # temp_name's names: .segnet-tmp-PID-NAME
 
 
 class WriteFailed(OSError):
@@ -34,18 +41,33 @@ class WriteFailed(OSError):
 def temp_name(path):
     """The temp file beside `path` that this process writes before renaming it into place."""
     path = pathlib.Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
 
 
 def temp_files(folder, name=None):
-    """Temp files left in `folder` (of `name` only, if given) by writers that never renamed them."""
+    """Temp files (and folders) left in `folder` (of `name` only, if given) by writers of this
+    project that never renamed them; nothing else matches TEMP_PATTERN."""
     folder = pathlib.Path(folder)
-    if not folder.is_dir():
+    if not folder.is_dir() or folder.is_symlink():
         return []
-    found = [p for p in folder.iterdir() if TEMP_PATTERN.match(p.name)]
-    if name is not None:
-        found = [p for p in found if p.name.startswith(f".{name}.")]
-    return sorted(found)
+    found = [(p, TEMP_PATTERN.match(p.name)) for p in folder.iterdir()]
+    return sorted(p for p, m in found if m and (name is None or m.group(1) == name))
+
+
+def remove_temp(path):
+    """Remove a leftover of temp_files: a file or link is unlinked, a folder removed with its content."""
+    path = pathlib.Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def user_cache_dir():
+    """This project's folder in the user's cache: $XDG_CACHE_HOME/segnet, else ~/.cache/segnet
+    (the XDG base directory rule). Data folders are only read; what is derived from them goes here."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "segnet"
 
 
 def _write(fd, data):
@@ -123,7 +145,7 @@ def serialized(save, *args, **kwargs):
 
 def _probe(folder):
     """Create and remove a file in `folder` (OSError if the folder does not let us)."""
-    probe = pathlib.Path(folder) / f".write-probe.{os.getpid()}.tmp"
+    probe = temp_name(pathlib.Path(folder) / "write-probe")
     fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
     os.close(fd)
     os.unlink(probe)
@@ -151,9 +173,63 @@ def check_writable_folder(folder, what="--out_dir"):
     return folder
 
 
+def output_folder(folder, what="output folder"):
+    """`folder` may take outputs: it is not a symbolic link (one planted there would send the files
+    elsewhere, replacing whatever has their names there). WriteFailed otherwise; creates nothing."""
+    folder = pathlib.Path(folder)
+    if folder.is_symlink():
+        raise WriteFailed(f"{what} {folder} is a symbolic link (to {os.readlink(folder)}); outputs are never "
+                          f"written through one: remove it, or choose another folder", errno.ELOOP)
+    return folder
+
+
+def saved_by_torch(path):
+    """Whether `path` is a file torch.save wrote (a training checkpoint or a weights file: a zip
+    archive holding ARCHIVE/data.pkl), as opposed to a TorchScript file (which also holds
+    ARCHIVE/code/) or anything else. Read from the zip's directory only, nothing is unpickled."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(n.endswith("/data.pkl") for n in names) and not any("/code/" in n for n in names)
+
+
+def check_replaceable(out, inputs=(), overwrite=False, flag="--out"):
+    """Before an export or weights file is written to `out`: it is not one of `inputs` (the files
+    the command reads) nor a checkpoint or weights file (saved_by_torch), unless `overwrite`.
+    FileExistsError, one line naming the file and --overwrite=true, otherwise."""
+    out = pathlib.Path(out)
+    if overwrite or not out.is_file():
+        return
+    if any(pathlib.Path(i).is_file() and os.path.samefile(out, i) for i in inputs):
+        what = "the checkpoint this command reads"
+    elif saved_by_torch(out):
+        what = "a training checkpoint or weights file"
+    else:
+        return
+    raise FileExistsError(f"{flag}={out} is {what}; it is kept: choose another {flag}, or replace it with "
+                          f"--overwrite=true")
+
+
+def download_target(root):
+    """Where training may fetch a data set by itself (--download=true): `root` exists, or is a new
+    folder inside an existing one (data/CamVid in a clone). A path whose parent is missing too is
+    most likely mistyped: FileNotFoundError, and nothing is created."""
+    root = pathlib.Path(root)
+    if not root.exists() and not root.parent.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist, nor does {root.parent}, so nothing is downloaded "
+                                f"there: check --data_root (a download goes into a new folder inside an existing "
+                                f"one, e.g. data/CamVid), or fetch it first with `python -m segnet.data download`")
+    return root
+
+
 def make_folders(folders):
-    """Create `folders` (parents included); returns the ones this call created, outermost first,
-    for remove_empty to take back when the job fails. WriteFailed if one cannot be created."""
+    """Create `folders` (parents included), none of which may be a symbolic link (output_folder);
+    returns the ones this call created, outermost first, for remove_empty to take back when the job
+    fails. WriteFailed if one cannot be created."""
+    for folder in folders:  # all checked before any is made
+        output_folder(folder)
     created = []
     for folder in folders:
         missing = []
@@ -215,19 +291,56 @@ class FolderInUse(OSError):
         self.lock, self.holder = lock, holder
 
 
+class NotALockFile(OSError):
+    """The lock's path holds something this project did not put there (a link, a folder, a file
+    with other content): it is left alone, and the folder is not used."""
+
+    def __str__(self):
+        return self.args[0]
+
+
+def _lock_fd(path):
+    """The lock file opened for reading and writing, never through a symlink and only if it is a
+    plain file of its own (one link) that holds at most a process id: a file planted there is
+    neither followed nor truncated."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    refuse = (f"lock file {path} is {{}}; expected a plain file holding a process id (remove it, or choose "
+              f"another folder)")
+    if path.is_symlink():
+        raise NotALockFile(refuse.format(f"a symbolic link (to {os.readlink(path)})"))
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a link planted between the check and the open
+            raise NotALockFile(refuse.format("a symbolic link")) from None
+        raise
+    st = os.fstat(fd)
+    problem = ("not a plain file" if not stat.S_ISREG(st.st_mode) else
+               f"a hard link to a file of {st.st_nlink} names" if st.st_nlink > 1 else
+               "larger than a process id" if st.st_size > 32 else None)
+    if problem is None and not os.pread(fd, 32, 0).strip().isdigit() and st.st_size:
+        problem = "a file with other content"
+    if problem is not None:
+        os.close(fd)
+        raise NotALockFile(refuse.format(problem))
+    return fd
+
+
 def lock_folder(folder, name=".lock"):
     """An exclusive OS lock (flock) on folder/name, which records this process's id; the system
     drops it when the process ends, however it ends. Returns the fd for unlock_folder; FolderInUse
-    if another process (or another lock in this one) holds it."""
+    if another process (or another lock in this one) holds it; NotALockFile if the path holds
+    something else (a symlink, a folder, a file that is not a lock file), which is left untouched."""
     path = pathlib.Path(folder) / name
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _lock_fd(path)
     if fcntl is not None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise FolderInUse(path, holder) from None
+    # the pid is written only now, with the lock held, into the file checked above
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     _held.add(fd)

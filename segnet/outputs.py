@@ -1,16 +1,20 @@
-"""Every output of an evaluation, from one place: `metrics.json`, `confusion_matrix.png` and the
-printed table (write_metrics), `results.md` (write_results_md), and the pictures written while the
-predictions stream by (PictureWriter: predictions/, colour/, collages/, uncertainty/). The columns
-are the paper's metrics as segnet/metrics.py's METRICS lists them; segnet/visualize.py draws.
+"""Every output of an evaluation, from one place: its folder (EvalFolder: locked, marked
+INCOMPLETE while it is written), `metrics.json`, `confusion_matrix.png` and the printed table
+(write_metrics), `results.md` (write_results_md), and the pictures written while the predictions
+stream by (PictureWriter: predictions/, colour/, collages/, uncertainty/). The columns are the
+paper's metrics as segnet/metrics.py's METRICS lists them; segnet/visualize.py draws.
 """
 import json
 import math
+import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from PIL import Image
 
-from .files import make_folders, replace_file, replace_text, serialized
+from .files import (FolderInUse, lock_folder, make_folders, remove_empty, replace_file, replace_text, serialized,
+                    unlock_folder)
 from .metrics import METRICS, PER_CLASS_METRICS
 from .transforms import input_to_unit
 from .visualize import collage, colorize, confusion_matrix_image, heatmap
@@ -112,6 +116,69 @@ def picture_folders(out_dir, uncertainty):
     return make_folders([out_dir / sub for sub in subs])
 
 
+INCOMPLETE = "INCOMPLETE"  # in an evaluation's folder while it is written: what is there is partial
+RESULT_FILES = ("metrics.json", "results.md", "confusion_matrix.png")  # what describes a whole evaluation
+
+
+class EvalFolder:
+    """An evaluation's out_dir, owned by this evaluation while it writes (with EvalFolder(...) as
+    folder: ...; folder.done() once metrics.json and results.md are written):
+
+    - it holds the folder's OS lock (files.lock_folder, the lock training takes): a second
+      evaluation, or a training run, in the folder is refused (FolderInUse);
+    - it writes the INCOMPLETE marker first and removes the previous evaluation's metrics.json,
+      results.md and confusion_matrix.png before any new prediction, so nothing there describes
+      another model; done() removes the marker, so a folder without it is whole;
+    - an error or Ctrl-C leaves the marker; one before the marker (a picture folder that is a
+      symlink), or before any picture was written into a folder this evaluation created, leaves
+      nothing of it (no empty folders, no marker, no lock file)."""
+
+    def __init__(self, out_dir, uncertainty=False, pictures=True):
+        self.out_dir, self.lock_fd = out_dir, None
+        self.created = make_folders([out_dir])
+        lock_existed = os.path.lexists(out_dir / ".lock")
+        try:
+            self.lock_fd = lock_folder(out_dir)
+        except FolderInUse as e:
+            remove_empty(self.created)
+            raise BlockingIOError(f"--out_dir={out_dir} is in use by another evaluation or training run (process "
+                                  f"{e.holder}, lock {e.lock}); wait for it to end, or choose another "
+                                  f"--out_dir") from None
+        self.ours = [INCOMPLETE] + ([] if lock_existed else [".lock"])
+        # what Ctrl-C says (errors.interrupted): the marker stays
+        self.partial = (f"interrupted: {out_dir} holds a partial evaluation (its {INCOMPLETE} file says so); "
+                        f"run the evaluation again to complete it")
+        self.marked = False  # the folder is changed from here on
+        try:
+            self.created += picture_folders(out_dir, uncertainty) if pictures else []  # none may be a symlink
+            self.marked = True
+            replace_text(out_dir / INCOMPLETE, f"an evaluation (process {os.getpid()}) is writing this folder; "
+                                               f"what it holds is partial until this file is gone\n")
+            for name in RESULT_FILES:
+                (out_dir / name).unlink(missing_ok=True)
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+
+    def done(self):
+        """Every output is written: the folder is whole."""
+        (self.out_dir / INCOMPLETE).unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *exc):
+        if self.lock_fd is None:
+            return
+        if kind is not None and (not self.marked or self.out_dir in self.created and not any(
+                p.is_file() for p in self.out_dir.rglob("*") if p.name not in self.ours)):
+            for name in self.ours:  # the folder unchanged, or nothing written into our own: take it all back
+                (self.out_dir / name).unlink(missing_ok=True)
+        remove_empty(self.created)  # a failed evaluation leaves no empty output folders behind
+        unlock_folder(self.lock_fd)
+        self.lock_fd = None
+
+
 def save_png(path, array):
     """A new file (replacing any, and never writing through a symlink found at `path`)."""
     replace_file(path, serialized(Image.fromarray(array).save, format="PNG"))
@@ -151,3 +218,4 @@ class PictureWriter:
         self.pool.shutdown(wait=True)
         for p in self.pending:
             p.result()
+

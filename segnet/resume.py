@@ -66,6 +66,7 @@ def resumed_config(config, explicit, may_change):
     check_max_iters(ckpt, config["max_iters"], path)
     if "overwrite" not in explicit:  # a permission for one start, never inherited from the checkpoint
         config["overwrite"] = False
+    config["download"] = config["download"] and "data_root" in explicit  # a stored data_root: read, never fetched
     if "out_dir" not in explicit:
         config["out_dir"] = os.path.dirname(os.path.abspath(path))
     return config, ckpt

@@ -15,8 +15,8 @@ import sys
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import UserError
-from .files import (FolderInUse, check_writable_folder, lock_folder, make_folders, replace_file, replace_text,
-                    temp_files, unlock_folder)
+from .files import (FolderInUse, check_writable_folder, lock_folder, make_folders, remove_temp, replace_file,
+                    replace_text, temp_files, temp_name, unlock_folder)
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv")  # a folder holding any of these holds a run
 # what else a previous run leaves, replaced with it by --overwrite=true (and its eval-<split>/ folders)
@@ -57,7 +57,7 @@ class RunFolder:
         self.output = True
         if not self.replaces:
             return
-        aside = os.path.join(self.run_dir, f".segnet-tmp-{os.getpid()}-replaced")
+        aside = temp_name(os.path.join(self.run_dir, "replaced"))
         os.makedirs(aside, exist_ok=True)
         for name in self.replaces:
             os.replace(os.path.join(self.run_dir, name), os.path.join(aside, name))
@@ -164,11 +164,12 @@ def open_run_folder(config, master, ckpt, log):
 
 
 def remove_temp_files(run_dir, log):
-    """Temp files of saves cut short by a kill. Call with the folder's lock held: no writer is
-    alive, so none of them is a save under way."""
+    """Temp files of saves cut short by a kill (only names of files.temp_name: a user's own
+    `.notes.tmp` is not one). Call with the folder's lock held: no writer is alive, so none of them
+    is a save under way."""
     stale = temp_files(run_dir)
     for t in stale:
-        os.remove(t)
+        remove_temp(t)
     if stale:
         log(f"removed {len(stale)} temp file(s) left in {run_dir} by a process killed while saving: "
             f"{', '.join(t.name for t in stale)}")

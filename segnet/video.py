@@ -21,6 +21,7 @@ from torchvision import tv_tensors
 from tqdm import tqdm
 
 from .evaluation import predict
+from .files import temp_name
 from .runtime import to_device
 from .transforms import eval_transforms
 from .visualize import colorize
@@ -81,7 +82,7 @@ class VideoWriter:
         self.path = pathlib.Path(path)
         if not self.path.parent.is_dir():
             raise ValueError(f"--out={path}: folder {self.path.parent} does not exist")
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.tmp = temp_name(self.path)
         self.container = av.open(str(self.tmp), mode="w", format=_format_for(self.path))
         if codec not in av.codecs_available:
             codec = "mpeg4"  # FFmpeg's own encoder, in every build

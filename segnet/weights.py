@@ -19,7 +19,7 @@ from .checkpoint import (CHECKPOINT_KIND, SHA256_LIST, WEIGHTS_KIND, listed_sha2
                          model_from_checkpoint, save_checkpoint)
 from .config import help_text, parse_overrides, wants_help
 from .errors import UserError, run_cli, user_errors
-from .files import check_writable_folder, make_folders, sha256
+from .files import check_replaceable, check_writable_folder, make_folders, sha256
 from .visualize import checkpoint_palette
 
 
@@ -58,19 +58,21 @@ def load_weights_file(path, **kw):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    defaults = {"out": "", "dtype": "float32"}
+    defaults = {"out": "", "dtype": "float32", "overwrite": False}  # overwrite: --out may replace a checkpoint
     if wants_help(argv):
         print(help_text(__doc__, defaults))
         return 0
     positional = [a for a in argv if not a.startswith("--")]
     if len(positional) != 1:
-        raise UserError("usage: python -m segnet.weights CHECKPOINT --out=PATH [--dtype=float32|float16]")
+        raise UserError("usage: python -m segnet.weights CHECKPOINT --out=PATH [--dtype=float32|float16] "
+                        "[--overwrite=true]")
     args = parse_overrides(defaults, [a for a in argv if a.startswith("--")], presets={},
                            choices={"dtype": ("float16", "float32")})
     if not args["out"]:
         raise UserError("--out=PATH is needed: where to write the weights file")
     with user_errors():
         check_writable_folder(pathlib.Path(args["out"]).parent, "--out folder")  # before the work
+        check_replaceable(args["out"], [positional[0]], args["overwrite"])
         ckpt = load_checkpoint(positional[0], kinds=(CHECKPOINT_KIND, WEIGHTS_KIND))
     if ckpt["kind"] == WEIGHTS_KIND:
         raise UserError(f"{positional[0]} already is a weights file (written by python -m segnet.weights): "

@@ -12,6 +12,15 @@ SHARED_DATA = pathlib.Path(os.environ.get("SEGNET_SHARED_DATA", REPO.parent / "s
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _user_cache(tmp_path_factory):
+    """The user's cache folder (files.user_cache_dir: decoded CamVid masks) is a temp folder in tests."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    yield
+    mp.undo()
+
+
 def _real(name):
     path = SHARED_DATA / name
     if not path.is_dir():

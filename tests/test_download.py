@@ -348,6 +348,7 @@ def test_train_script_downloads_missing_data_first(server, tmp_path, monkeypatch
     monkeypatch.setitem(dl.SOURCES, "tutorial", _tutorial_sources(server))
     monkeypatch.setitem(dl.EXPECTED, "tutorial", TUTORIAL_EXPECTED)
     root = tmp_path / "data" / "CamVid"
+    root.parent.mkdir()  # a clone has data/ (its README): CamVid/ inside it is a download target
     assert Train_SegNet.main([f"--data_root={root}", f"--out_dir={tmp_path / 'run'}", "--model=segnet_lite",
                               "--init_encoder=none", f"--height={H}", f"--width={W}", "--batch_size=2",
                               "--num_workers=0", "--max_iters=1", "--bn_recompute=false"]) == 0

@@ -282,7 +282,7 @@ def test_a_kill_while_best_pt_is_written_leaves_it_consistent_with_last_pt(camvi
         interrupt_in_write(m, "best.pt", 2, exc=Killed)
         with pytest.raises(Killed):
             Train_SegNet.main(args(camvid, run))
-    (run / f".best.pt.{os.getpid()}.tmp").write_bytes(b"PK\x03\x04 half")  # what the kill left (no cleanup ran)
+    files.temp_name(run / "best.pt").write_bytes(b"PK\x03\x04 half")  # what the kill left (no cleanup ran)
     last, best = ckpt(run / "last.pt"), ckpt(run / "best.pt")
     assert (last["best_iter"], last["best_metric"]) == (best["iter"], best["best_metric"]) == (2, best["best_metric"])
     capsys.readouterr()
@@ -312,7 +312,7 @@ def test_a_best_pt_that_disagrees_with_last_pt_is_said_and_believed(camvid, tmp_
 def test_a_resume_without_last_pt_but_with_its_temp_file_says_what_happened(camvid, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    cut = run / ".last.pt.99999.tmp"  # a kill during the very first save
+    cut = run / ".segnet-tmp-99999-last.pt"  # a kill during the very first save
     cut.write_bytes(b"PK\x03\x04 half a checkpoint")
     err = one_line_exit(capsys, Train_SegNet.main, [f"--resume={run / 'last.pt'}"])
     assert "not found" in err and cut.name in err and "cut short" in err
@@ -426,16 +426,17 @@ def test_export_and_weights_disk_full_and_unwritable_paths(trained, tmp_path, mo
     assert "is a file, expected a folder" in err
 
 
-def test_evaluation_disk_full_is_one_line_and_keeps_the_previous_metrics(trained, tmp_path, monkeypatch, capsys):
+def test_evaluation_disk_full_is_one_line_and_leaves_the_folder_marked_incomplete(trained, tmp_path, monkeypatch,
+                                                                                  capsys):
     out = tmp_path / "e"
     argv = [str(trained), f"--out_dir={out}", "--num_workers=0", "--boundary=false"]
     assert Evaluate_SegNet.main(argv) == 0
-    before = (out / "metrics.json").read_bytes()
     with monkeypatch.context() as m:
         enospc(m, "metrics.json")
         err = one_line_exit(capsys, Evaluate_SegNet.main, argv)
     assert str(out / "metrics.json") in err and "bytes needed" in err
-    assert (out / "metrics.json").read_bytes() == before and not files.temp_files(out)
+    # the pictures are the new model's: the previous metrics.json, which described another, is gone
+    assert not (out / "metrics.json").exists() and (out / "INCOMPLETE").is_file() and not files.temp_files(out)
 
 
 # -- evaluation: the data must fit, outputs are replaced ------------------------------------------
@@ -504,7 +505,7 @@ def test_replace_file_is_whole_or_nothing(tmp_path, monkeypatch):
     files.replace_file(path, b"first")
     link_target = tmp_path / "target"
     link_target.write_bytes(b"keep")
-    (tmp_path / ".f.bin.{}.tmp".format(os.getpid())).symlink_to(link_target)  # a trap at the temp name
+    files.temp_name(tmp_path / "f.bin").symlink_to(link_target)  # a trap at the temp name
     files.replace_file(path, b"second")
     assert path.read_bytes() == b"second" and link_target.read_bytes() == b"keep"
     with monkeypatch.context() as m:

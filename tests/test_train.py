@@ -217,7 +217,7 @@ def test_checkpoint_contents_and_resume_is_exact(camvid, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert not torch.equal(a["model"]["classifier.weight"], ck2["model"]["classifier.weight"])
     assert (straight / "best.pt").exists() and (straight / "metrics.csv").read_text().startswith("iter,")
-    assert not list(straight.glob("*.tmp"))
+    assert not list(straight.glob(".segnet-tmp-*"))
 
 
 def test_resume_mid_epoch_is_bit_identical(camvid, tmp_path):

