@@ -217,7 +217,8 @@ def test_a_run_stopped_before_its_first_last_pt_says_how_to_go_on(camvid, tmp_pa
     out, real_write = tmp_path / "run", files._write
 
     def write(fd, data):
-        if os.readlink(f"/proc/self/fd/{fd}").split("/")[-1].startswith(".last.pt."):
+        name = os.readlink(f"/proc/self/fd/{fd}").split("/")[-1]
+        if name.startswith(".segnet-tmp-") and name.endswith("-last.pt"):  # files.temp_name of last.pt
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_write(fd, data)
     with monkeypatch.context() as m:
