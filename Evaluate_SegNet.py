@@ -59,6 +59,7 @@ DEFAULTS = {
 SHIPPED = pathlib.Path(__file__).resolve().parent / "weights"
 SHIPPED_OUT = SHIPPED.parent / "checkpoints" / "shipped-eval"
 CHOICES = {"split": SPLITS, "dtype": runtime.DTYPE_CHOICES, "dataset": DatasetNames("")}
+NOTHING_WRITTEN = "interrupted before any output was written"  # Ctrl-C before the output folder is ours
 MINIMUMS = {"batch_size": 1, "num_workers": 0, "mc_samples": 0, "collages": 0, "num_classes": 0}
 
 def main(argv=None):
@@ -70,7 +71,7 @@ def main(argv=None):
         ckpt_path, args = parse_command_line(argv)
     if args["predictions"]:
         return score_mode(args)
-    with user_errors():
+    with user_errors(), interrupted_as(NOTHING_WRITTEN):
         model, ckpt = model_from_checkpoint(ckpt_path)
         # evaluation reads the data, never fetches it: nothing is created in the data folder
         config = {**data_config(ckpt["config"], args), "download": False}
@@ -80,7 +81,7 @@ def main(argv=None):
         model = rt.place(model)
     if args["video"]:
         return video_mode(args, ckpt_path, model, ckpt, rt)
-    with user_errors():
+    with user_errors(), interrupted_as(NOTHING_WRITTEN):
         predict_mode = bool(args["images"])
         out_dir = out_dir_for(args, ckpt_path, predict_mode)
         check_writable_folder(out_dir)  # before any data is read
@@ -183,7 +184,7 @@ def score_mode(args):
     with user_errors():
         check_writable_folder(out_dir)  # before the scoring
         pairs = PredictionPairs(folder, data_root, args["split"], args["num_classes"], dataset)
-    with user_errors(), Stage(f"score {args['split']}", len(pairs)) as stage:
+    with user_errors(), interrupted_as(NOTHING_WRITTEN), Stage(f"score {args['split']}", len(pairs)) as stage:
         m = tally_pairs(pairs, boundary=args["boundary"], num_workers=args["num_workers"],
                         batch_size=args["batch_size"], on_batch=lambda batch, first: stage.update(len(batch.preds)))
     print(f"{m['num_images']} prediction files scored in {time.time() - t0:.1f} s; outputs in {out_dir}")

@@ -4,7 +4,6 @@ their loaders in a resumable order, and the class weights of the loss.
     data = TrainingData(config, rt, workers, ckpt)  # Train_SegNet.py; workers: a resolved count
     for images, masks in data.train_loader: ...
 """
-import os
 
 import torch
 
@@ -14,6 +13,7 @@ from .class_weights import compute_class_weights, weights_from_record, weights_r
 from .data import DATASETS, Labelled, MissingSplit, collate, collate_images, sampling
 from .data.check import check_dataset
 from .errors import read_errors
+from .files import user_cache_dir
 from .transforms import to_float, train_geometry
 
 
@@ -40,7 +40,7 @@ class TrainingData:
         stored_weights = resumed.get("class_weights") if resumed is not None else None
         if stored_weights is None:
             weight = compute_class_weights(config["class_weights"], self.train_set, config["num_classes"],
-                                           cache_dir=os.path.join(os.path.expanduser("~"), ".cache", "segnet"))
+                                           cache_dir=user_cache_dir())
             stored_weights = weights_record(config["class_weights"], weight, self.class_names)
         self.class_weights = stored_weights
         weight = weights_from_record(stored_weights, self.class_names)

@@ -190,6 +190,19 @@ def test_a_second_evaluation_or_a_training_run_in_a_folder_in_use_is_refused(tra
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written by either
 
 
+@pytest.mark.parametrize("where", ["model_from_checkpoint", "check_data_fits"])
+def test_ctrl_c_before_an_evaluation_writes_anything_is_one_line_and_leaves_no_folder(trained, tmp_path, capsys,
+                                                                                      monkeypatch, where):
+    out = tmp_path / "e"
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Evaluate_SegNet, where, interrupt)
+    err = one_line_exit(capsys, Evaluate_SegNet.main, eval_args(trained, out), status=130)
+    assert err == "error: interrupted before any output was written"
+    assert not out.exists()
+
+
 def test_ctrl_c_mid_evaluation_is_one_line_and_leaves_the_folder_marked_incomplete(trained, tmp_path, capsys,
                                                                                     monkeypatch):
     out = tmp_path / "e"
