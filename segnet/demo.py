@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
 from . import runtime
 from .build import build_dataset
@@ -49,7 +49,6 @@ INSTALL = "the web demo needs Gradio: pip install gradio"
 MAX_FILE_SIZE = "200mb"      # uploads above this are refused by Gradio before they reach the model
 EXAMPLES = 4
 MC_SAMPLES = 8
-EXIF_ORIENTATION = 0x0112
 
 
 def _gradio():
@@ -77,23 +76,6 @@ def check_image(path, name):
                          f"{', '.join(e[1:].upper() for e in IMAGE_EXTENSIONS)}, ...)") from None
     if undecodable(path):
         raise ValueError(f"{name} is cut short or corrupt: it does not decode in full")
-
-
-def upright(path, folder):
-    """`path`, or a lossless copy in `folder` turned as its EXIF orientation says (a phone photo
-    is stored sideways with a note; a browser shows it turned, so the demo segments it turned)."""
-    try:
-        with open_image(path) as im:
-            if im.getexif().get(EXIF_ORIENTATION, 1) == 1:
-                return path
-            turned = ImageOps.exif_transpose(im)
-    except (OSError, SyntaxError, ValueError):  # EXIF that does not parse: the pixels as stored
-        return path
-    fd, name = tempfile.mkstemp(suffix=".png" if turned.mode in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
-                                else ".tiff", dir=folder)
-    os.close(fd)
-    turned.save(name)
-    return pathlib.Path(name)
 
 
 def blend(image, colours, opacity):
@@ -127,28 +109,22 @@ class Segmenter:
     """The model, loaded once, and predict mode's path for one image at a time (a lock: one model,
     one request on it at once, whatever the web server does)."""
 
-    def __init__(self, path, device="auto", folder=None):
+    def __init__(self, path, device="auto"):
         model, ckpt = model_from_checkpoint(path)
         self.path, self.config = pathlib.Path(path), ckpt["config"]
         self.class_names, self.palette = list(ckpt["class_names"]), checkpoint_palette(ckpt)
         self.rt = runtime.setup(device, "float32", "auto", kernel_size=model.spec.kernel_size, tf32=False)
         self.model = self.rt.place(model)
         self.bayesian = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
-        self.folder = folder or tempfile.gettempdir()
         self.lock = threading.Lock()
 
     def __call__(self, path, name, mc_samples=0):
         """(image as read: (H, W, 3) uint8, class map (H, W) uint8, uncertainty (H, W) float or None,
         seconds of inference) for the image file `path`; a ValueError names it as `name`."""
         check_image(path, name)
-        turned = upright(path, self.folder)
-        try:
-            image = read_image(turned)  # what predict mode reads, shown beside the segmentation
-            item = UnlabelledImages(turned, self.config["height"], self.config["width"], self.config["normalize"],
-                                    say=lambda line: None)[0]
-        finally:
-            if turned != path:
-                os.remove(turned)
+        image = read_image(path, upright=True)  # what predict mode reads, shown beside the segmentation
+        item = UnlabelledImages(path, self.config["height"], self.config["width"], self.config["normalize"],
+                                say=lambda line: None)[0]
         with self.lock, torch.inference_mode():  # as evaluation.tally runs it
             t0 = time.perf_counter()
             batch, = model_predictions(self.model, [collate([item])], self.rt.device, self.rt.dtype,
@@ -314,7 +290,7 @@ def main(argv=None):
         _gradio()  # before the model loads: a missing Gradio is one line at once
     with tempfile.TemporaryDirectory(prefix="segnet-demo-") as folder:
         with user_errors():
-            seg = Segmenter(positional[0] if positional else SHIPPED, args["device"], folder)
+            seg = Segmenter(positional[0] if positional else SHIPPED, args["device"])
             examples = example_images(seg.config, folder)
             blocks = build_page(seg, examples)
             url = serve(blocks, args["host"], args["port"], args["share"],

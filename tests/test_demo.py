@@ -62,15 +62,19 @@ def test_a_busy_port_is_one_line_before_anything_loads(capsys):
                                        f"in use): another program has it; pick another with --port=N\n")
 
 
-def test_exif_orientation_is_applied_losslessly(tmp_path):
+def test_predict_mode_and_the_demo_turn_a_photo_as_its_exif_orientation_says(tmp_path, capsys):
     a = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
     exif = Image.Exif()
     exif[0x0112] = 6  # stored sideways: shown turned 90 degrees clockwise
     Image.fromarray(a).save(tmp_path / "phone.png", exif=exif)
-    turned = demo.upright(tmp_path / "phone.png", tmp_path)
-    assert np.array_equal(read_image(turned), np.rot90(a, -1))
-    Image.fromarray(a).save(tmp_path / "plain.png")
-    assert demo.upright(tmp_path / "plain.png", tmp_path) == tmp_path / "plain.png"  # no copy made
+    assert np.array_equal(read_image(tmp_path / "phone.png", upright=True), np.rot90(a, -1))
+    assert np.array_equal(read_image(tmp_path / "phone.png"), a)  # training pairs: the pixels as stored
+    assert Evaluate_SegNet.main([str(SHIPPED), f"--images={tmp_path / 'phone.png'}", f"--out_dir={tmp_path / 'p'}",
+                                 "--num_workers=0"]) == 0
+    with Image.open(tmp_path / "p" / "predictions" / "phone.png") as im:
+        assert im.size == (2, 3)  # width x height of the photo as shown, not as stored (3 x 2)
+    image, pred, _, _ = demo.Segmenter(SHIPPED, "cpu")(tmp_path / "phone.png", "phone.png")
+    assert np.array_equal(image, np.rot90(a, -1)) and pred.shape == (3, 2)
 
 
 def test_a_bayesian_folder_checkpoint_brings_its_names_palette_and_uncertainty(tmp_path):
@@ -81,7 +85,7 @@ def test_a_bayesian_folder_checkpoint_brings_its_names_palette_and_uncertainty(t
     ckpt = {"model": build_model(config, init=False).state_dict(), "config": config, "class_names": names,
             "palette": palette}
     save_weights(weights_from_checkpoint(ckpt), tmp_path / "w.pt")
-    seg = demo.Segmenter(tmp_path / "w.pt", "cpu", tmp_path)
+    seg = demo.Segmenter(tmp_path / "w.pt", "cpu")
     assert (seg.class_names, seg.palette, seg.bayesian) == (names, palette, True)
     examples = demo.example_images(seg.config, tmp_path)  # no data there: frames drawn at the input size
     assert [pathlib.Path(e).name for e in examples] == [f"generated_{i}.png" for i in range(4)]

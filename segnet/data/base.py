@@ -33,7 +33,7 @@ from typing import Callable, Mapping, Optional
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 VOID = 255
 SPLITS = ("train", "val", "test")
@@ -167,12 +167,14 @@ def decoded_size(path):
     return size
 
 
-def read_image(path):
+def read_image(path, upright=False):
     """Decode an image file of any mode to (H, W, 3) uint8 RGB (`to_rgb`); a broken file is a
-    ValueError naming it."""
+    ValueError naming it. `upright`: turned as its EXIF orientation says, as a viewer shows it (a
+    phone stores a photo sideways with a note); never for training pairs, whose labels are drawn on
+    the pixels as stored."""
     try:
         with open_image(path) as im:
-            return to_rgb(im)
+            return to_rgb(ImageOps.exif_transpose(im) if upright else im)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is missing") from None
     except ImageTooLarge:

@@ -89,7 +89,7 @@ class UnlabelledImages(torch.utils.data.Dataset):
         return self.names[i]
 
     def __getitem__(self, i):
-        image = torch.from_numpy(read_image(self.files[i])).permute(2, 0, 1)
+        image = torch.from_numpy(read_image(self.files[i], upright=True)).permute(2, 0, 1)  # as a viewer shows it
         x, _ = self.transform(tv_tensors.Image(image), None)
         return x.as_subclass(torch.Tensor), None, image.shape[-2:]
 
