@@ -1,6 +1,9 @@
 """Small fixtures shared by the script tests."""
 import numpy as np
+import pytest
 from PIL import Image
+
+from segnet.errors import run_cli
 
 
 def make_tutorial_camvid(root, sizes=(("train", 8), ("val", 4), ("test", 4)), hw=(32, 48), seed=0):
@@ -35,3 +38,13 @@ def train_tiny(tmp, *extra, hw=(24, 40), max_iters=4):
                               "--num_workers=0", "--bn_recompute=false", "--eval_interval=0",
                               f"--max_iters={max_iters}", *extra]) == 0
     return root, tmp / "run" / "last.pt"
+
+
+def cli_error(capsys, main, args):
+    """(exit status, stderr) of the command `main` run on `args` in this process, as its command
+    line runs it (run_cli: a user error is a SystemExit with one line). A torch import costs a few
+    seconds a process, so tests of many one-line errors run all but one of them here."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_cli(main, args)
+    return e.value.code, capsys.readouterr().err
