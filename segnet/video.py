@@ -18,10 +18,10 @@ import time
 import numpy as np
 import torch
 from torchvision import tv_tensors
-from tqdm import tqdm
 
 from .evaluation import predict
 from .files import temp_name
+from .progress import Stage
 from .runtime import to_device
 from .transforms import eval_transforms
 from .visualize import colorize
@@ -161,13 +161,12 @@ def segment_video(model, source, out, height, width, normalize, palette, device,
     model.eval()
     t0, n = time.time(), 0
     try:
-        with tqdm(total=total, unit="frame", desc="video") as bar:
+        with Stage("video", total, unit="frame") as stage:  # a terminal's bar shows the frame rate
             for frame in read_frames(container, stream):
                 pred = segment_frame(model, frame, transform, device, dtype, channels_last)
                 writer.write(compose(frame, colorize(pred.numpy(), palette), side_by_side, alpha))
                 n += 1
-                bar.update(1)
-                bar.set_postfix(fps=f"{n / max(time.time() - t0, 1e-9):.2f}")
+                stage.update(1)
                 if max_frames is not None and n >= max_frames:
                     break
     except KeyboardInterrupt:  # webcam: Ctrl-C ends the recording, the file is still finalised

@@ -1,4 +1,5 @@
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -51,10 +52,11 @@ def test_video_overlay_and_side_by_side(setup, tmp_path, side, capsys):
     ckpt, video, frames_in = setup
     out = tmp_path / "out.mp4"
     assert Evaluate_SegNet.main([str(ckpt), f"--video={video}", f"--out={out}", f"--side_by_side={side}"]) == 0
-    printed = capsys.readouterr().out
-    assert "5 frames in" in printed and "frames/s)" in printed
+    captured = capsys.readouterr()
+    assert "5 frames in" in captured.out and "frames/s)" in captured.out
+    assert "\r" not in captured.err and re.search(r"^video: 5 frames in \d+\.\d s$", captured.err, re.M)  # a log
     frames = read_video(out)
-    assert len(frames) == N and not list(tmp_path.glob(".*tmp"))
+    assert len(frames) == N and not list(tmp_path.glob(".segnet-tmp-*"))
     assert frames[0].shape == (H, 2 * W if side else W, 3)
     for f_in, f_out in zip(frames_in, frames):
         left = f_out[:, :W].astype(int)
