@@ -190,6 +190,23 @@ def test_out_of_memory_in_training_is_one_line_and_keeps_the_progress(camvid, tm
     assert load(last)["iter"] == 2 and not (out / "best.pt").exists()
 
 
+def test_out_of_memory_in_the_final_evaluation_keeps_last_pt_and_the_resume_runs_it_again(camvid, tmp_path,
+                                                                                         monkeypatch, capsys):
+    out = tmp_path / "run"
+
+    def final_evaluation(run):
+        raise RuntimeError(OOM)
+    with monkeypatch.context() as m:
+        m.setattr(Train_SegNet, "final_evaluation", final_evaluation)
+        err = one_line_exit(capsys, args(camvid, out))
+    last = out / "last.pt"
+    assert err == (f"error: out of memory in the final evaluation ({OOM}); free memory, then --resume={last} "
+                   f"runs it again")
+    assert load(last)["iter"] == 2
+    assert Train_SegNet.main([f"--resume={last}"]) == 0  # the evaluation it had left
+    assert "final" in capsys.readouterr().out
+
+
 def test_out_of_memory_in_evaluation_is_one_line(run, tmp_path, monkeypatch, capsys):
     def evaluate(*a, **k):
         raise RuntimeError(OOM)
