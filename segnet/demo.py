@@ -12,6 +12,7 @@ writes to colour/. Gradio serves it (`pip install gradio`, optional like PyAV fo
 offline: no analytics or telemetry, no web fonts. Requests are queued and run one at a
 time on the one model, loaded once. docs/demo.md.
 """
+import errno
 import html
 import os
 import pathlib
@@ -137,7 +138,8 @@ class Segmenter:
 
 def example_images(config, folder, count=EXAMPLES):
     """The first `count` test images of the checkpoint's data (its data_root, else the data set's
-    default folder: data/CamVid for CamVid), else `count` street-like frames drawn into `folder`."""
+    default folder: data/CamVid for CamVid; a data set that composes its images, as multi-digit
+    MNIST does, has them written into `folder`), else `count` street-like frames drawn there."""
     roots = [config["data_root"]]
     try:
         roots.append(default_root(config["dataset"]))
@@ -145,17 +147,26 @@ def example_images(config, folder, count=EXAMPLES):
         pass
     for root in roots:
         try:
-            files = build_dataset({**config, "data_root": root, "download": False}, "test", train=False).files
-        except (ValueError, OSError, KeyError):
+            data = build_dataset({**config, "data_root": root, "download": False}, "test", train=False)
+            files = [image for image, _ in data.item_files()[:count]]
+            if not files:  # no image files of its own: its first images, written out
+                files = [pathlib.Path(folder) / data.item_name(i) for i in range(min(count, len(data)))]
+                for i, path in enumerate(files):
+                    Image.fromarray(data.load_image(i)).save(path)
+        except (ValueError, OSError, KeyError, ImportError):
             continue
         if files:
-            return [str(image) for image, _ in files[:count]]
+            return [str(image) for image in files]
     return [str(drawn_frame(pathlib.Path(folder) / f"generated_{i}.png", config["height"], config["width"], i))
             for i in range(count)]
 
 
 def drawn_frame(path, height, width, seed):
-    """A street-like picture: sky, buildings, a tree, a road with its markings, a car; written to `path`."""
+    """A street-like picture: sky, buildings, a tree, a road with its markings, a car; written to `path`
+    at height x width (drawn at least 360x480, as CamVid's frames, so that a small model's has its parts)."""
+    size = (width, height)
+    scale = max(1.0, 360 / height, 480 / width)
+    height, width = int(round(height * scale)), int(round(width * scale))
     rng = np.random.default_rng(seed)
     im = Image.new("RGB", (width, height), (128, 160, 200))
     d = ImageDraw.Draw(im)
@@ -174,7 +185,7 @@ def drawn_frame(path, height, width, seed):
         d.rectangle([mx, int(height * 0.8), mx + width // 12, int(height * 0.8) + 3], fill=(230, 230, 230))
     car = int(width * rng.uniform(0.1, 0.6))
     d.rectangle([car, horizon + 5, car + width // 5, horizon + height // 6], fill=(40, 40, 120))
-    im.save(path)
+    im.resize(size, Image.Resampling.BOX).save(path)
     return path
 
 
@@ -266,13 +277,28 @@ def serve(blocks, host, port, share, allowed):
 
 def check_port(host, port):
     """OSError unless `port` can be served on `host` (said before minutes of loading, not after)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+    if not 1 <= port <= 65535:
+        raise OSError(f"--port={port}: expected a port from 1 to 65535")
+    address = host.strip("[]")  # an IPv6 address may come in brackets, as in a URL
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: a port in TIME_WAIT is free
         try:
-            s.bind((host, port))
+            s.bind((address, port))
         except OSError as e:
-            raise OSError(f"--port={port} cannot be served on --host={host} ({e.strerror or e}): "
-                          f"another program has it; pick another with --port=N") from None
+            if e.errno == errno.EACCES:
+                raise OSError(f"--port={port} cannot be served on --host={host} ({e.strerror}): ports below "
+                              f"1024 need administrator rights; pick another with --port=N") from None
+            if e.errno == errno.EADDRINUSE:
+                raise OSError(f"--port={port} cannot be served on --host={host} ({e.strerror or e}): "
+                              f"another program has it; pick another with --port=N") from None
+            raise OSError(f"--host={host} is not an address of this machine ({e.strerror or e}): expected "
+                          f"127.0.0.1, 0.0.0.0 or one of its own addresses") from None
+
+
+def url_host(host):
+    """`host` as Gradio wants it: an IPv6 address in brackets, as in a URL (it builds its own
+    address from it and binds without them)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def main(argv=None):
@@ -293,7 +319,7 @@ def main(argv=None):
             seg = Segmenter(positional[0] if positional else SHIPPED, args["device"])
             examples = example_images(seg.config, folder)
             blocks = build_page(seg, examples)
-            url = serve(blocks, args["host"], args["port"], args["share"],
+            url = serve(blocks, url_host(args["host"]), args["port"], args["share"],
                         sorted({str(pathlib.Path(e).resolve().parent) for e in examples}))
         print(f"SegNet demo: {url} ({seg.path.name}, {len(seg.class_names)} classes, on {seg.rt.device}); "
               f"Ctrl-C stops it", flush=True)

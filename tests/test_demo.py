@@ -28,10 +28,11 @@ from PIL import Image
 import Evaluate_SegNet
 from conftest import REPO, SHARED_DATA
 from segnet import demo
-from segnet.build import build_model
+from segnet.build import build_dataset, build_model
 from segnet.data.base import read_image
 from segnet.errors import run_cli
 from segnet.weights import save_weights, weights_from_checkpoint
+from test_mnist import square_digits, write_mnist_set
 
 SHIPPED = REPO / "weights" / "segnet_basic_camvid.pt"
 CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium")
@@ -60,6 +61,25 @@ def test_a_busy_port_is_one_line_before_anything_loads(capsys):
     assert e.value.code == 2
     assert capsys.readouterr().err == (f"error: --port={port} cannot be served on --host=127.0.0.1 (Address already "
                                        f"in use): another program has it; pick another with --port=N\n")
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--port=99999", "--port=99999: expected a port from 1 to 65535"),
+    ("--host=192.0.2.1", "--host=192.0.2.1 is not an address of this machine (Cannot assign requested address): "
+                         "expected 127.0.0.1, 0.0.0.0 or one of its own addresses"),
+])
+def test_a_port_out_of_range_or_a_host_not_ours_is_one_line(arg, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_cli(demo.main, [arg])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_an_ipv6_host_reaches_gradio_in_brackets():
+    demo.check_port("::1", free_port())  # binds without them
+    demo.check_port("[::1]", free_port())
+    assert [demo.url_host(h) for h in ("::1", "[::1]", "127.0.0.1", "localhost")] == \
+        ["[::1]", "[::1]", "127.0.0.1", "localhost"]  # Gradio builds its address as http://HOST:PORT/
 
 
 def test_predict_mode_and_the_demo_turn_a_photo_as_its_exif_orientation_says(tmp_path, capsys):
@@ -98,6 +118,21 @@ def test_a_bayesian_folder_checkpoint_brings_its_names_palette_and_uncertainty(t
     assert legend.count('class="segnet-class"') == len(present)
     assert "&lt;b&gt;sky&lt;/b&gt;" in legend or 1 not in present  # a name is text, never markup
     assert f"rgb{palette[int(present[0])]}".replace(" ", "") in legend
+
+
+def test_the_examples_of_a_data_set_without_image_files_are_its_images_written_out(tmp_path):
+    write_mnist_set(tmp_path, "t10k", *square_digits(50))
+    config = {**torch.load(SHIPPED, weights_only=True)["config"], "dataset": "multidigit_mnist", "height": 64,
+              "width": 64, "data_root": str(tmp_path)}
+    (tmp_path / "out").mkdir()
+    examples = demo.example_images(config, tmp_path / "out")
+    assert [pathlib.Path(e).name for e in examples] == ["00000.png", "00001.png", "00002.png", "00003.png"]
+    data = build_dataset({**config, "download": False}, "test", train=False)
+    assert np.array_equal(read_image(examples[1]), data.load_image(1))
+
+
+def test_frames_drawn_for_a_small_model_have_its_input_size(tmp_path):
+    assert Image.open(demo.drawn_frame(tmp_path / "f.png", 24, 32, 0)).size == (32, 24)
 
 
 @pytest.mark.realdata
