@@ -50,6 +50,7 @@ INSTALL = "the web demo needs Gradio: pip install gradio"
 MAX_FILE_SIZE = "200mb"      # uploads above this are refused by Gradio before they reach the model
 EXAMPLES = 4
 MC_SAMPLES = 8
+MC_RANGE = (2, 32)      # the samples a request may ask for: a variance needs two; the queue waits on the rest
 
 
 def _gradio():
@@ -189,6 +190,19 @@ def drawn_frame(path, height, width, seed):
     return path
 
 
+def mc_samples(value):
+    """`value` as a number of Monte Carlo samples; ValueError unless a whole number in MC_RANGE (the
+    page's slider keeps to it, its API, with preprocessing off, does not: one request of a million
+    samples would hold the queue for hours)."""
+    try:
+        ok = int(value) == value and MC_RANGE[0] <= value <= MC_RANGE[1]
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"samples={value}: expected a whole number from {MC_RANGE[0]} to {MC_RANGE[1]}")
+    return int(value)
+
+
 class Page:
     """The page's handlers over one Segmenter: the segmentation of an upload, and the overlay redrawn
     at another opacity (no model call)."""
@@ -201,10 +215,10 @@ class Page:
         if not upload or not upload.get("path"):
             return None, None, None, "", "", None
         name = pathlib.Path(upload.get("orig_name") or upload["path"]).name
-        samples = int(samples) if mc and self.seg.bayesian else 0
         try:
+            samples = mc_samples(samples) if mc and self.seg.bayesian else 0
             image, pred, unc, seconds = self.seg(upload["path"], name, samples)
-        except ValueError as e:  # the user's file: a message on the page, nothing in the terminal
+        except ValueError as e:  # the user's file or samples: a message on the page, nothing in the terminal
             raise gr.Error(str(e), print_exception=False) from None
         colours = colorize(pred, self.seg.palette)
         rt = self.seg.rt
@@ -234,7 +248,7 @@ def build_page(seg, examples):
                 opacity = gr.Slider(0, 1, value=1, step=0.05, label="overlay opacity (0: image, 1: classes)",
                                     elem_id="opacity")
                 mc = gr.Checkbox(False, label="Monte Carlo dropout (Bayesian SegNet)", visible=seg.bayesian)
-                samples = gr.Slider(2, 32, value=MC_SAMPLES, step=1, label="samples", visible=seg.bayesian)
+                samples = gr.Slider(*MC_RANGE, value=MC_SAMPLES, step=1, label="samples", visible=seg.bayesian)
                 gr.Examples(examples, inputs=upload, label="examples")
             with gr.Column(scale=2):
                 with gr.Row():

@@ -97,15 +97,20 @@ def test_predict_mode_and_the_demo_turn_a_photo_as_its_exif_orientation_says(tmp
     assert np.array_equal(image, np.rot90(a, -1)) and pred.shape == (3, 2)
 
 
-def test_a_bayesian_folder_checkpoint_brings_its_names_palette_and_uncertainty(tmp_path):
-    config = {**torch.load(SHIPPED, weights_only=True)["config"], "dataset": "folder", "num_classes": 3,
+def bayesian_folder_weights(path, names, palette):
+    """A small Bayesian SegNet-lite's weights file for a `folder` data set, at `path`."""
+    config = {**torch.load(SHIPPED, weights_only=True)["config"], "dataset": "folder", "num_classes": len(names),
               "model": "segnet_lite", "bayesian": True, "height": 32, "width": 48,
-              "data_root": str(tmp_path / "gone")}
-    names, palette = ["ground", "<b>sky</b>", "thing"], [(10, 20, 30), (40, 50, 60), (70, 80, 90)]
+              "data_root": str(path.parent / "gone")}
     ckpt = {"model": build_model(config, init=False).state_dict(), "config": config, "class_names": names,
             "palette": palette}
-    save_weights(weights_from_checkpoint(ckpt), tmp_path / "w.pt")
-    seg = demo.Segmenter(tmp_path / "w.pt", "cpu")
+    save_weights(weights_from_checkpoint(ckpt), path)
+    return path
+
+
+def test_a_bayesian_folder_checkpoint_brings_its_names_palette_and_uncertainty(tmp_path):
+    names, palette = ["ground", "<b>sky</b>", "thing"], [(10, 20, 30), (40, 50, 60), (70, 80, 90)]
+    seg = demo.Segmenter(bayesian_folder_weights(tmp_path / "w.pt", names, palette), "cpu")
     assert (seg.class_names, seg.palette, seg.bayesian) == (names, palette, True)
     examples = demo.example_images(seg.config, tmp_path)  # no data there: frames drawn at the input size
     assert [pathlib.Path(e).name for e in examples] == [f"generated_{i}.png" for i in range(4)]
@@ -133,6 +138,19 @@ def test_the_examples_of_a_data_set_without_image_files_are_its_images_written_o
 
 def test_frames_drawn_for_a_small_model_have_its_input_size(tmp_path):
     assert Image.open(demo.drawn_frame(tmp_path / "f.png", 24, 32, 0)).size == (32, 24)
+
+
+def test_monte_carlo_samples_outside_the_sliders_range_get_a_message(tmp_path):
+    gr = pytest.importorskip("gradio")
+    seg = demo.Segmenter(bayesian_folder_weights(tmp_path / "w.pt", ["a", "b"], [(0, 0, 0), (9, 9, 9)]), "cpu")
+    Image.new("RGB", (50, 20)).save(tmp_path / "x.png")
+    upload = {"path": str(tmp_path / "x.png"), "orig_name": "x.png"}
+    for samples in (0, 1, 33, 100000, 2.5, -3):  # the API takes any number; a million would hold the queue
+        with pytest.raises(gr.Error) as e:
+            demo.Page(seg).segment(upload, 1.0, True, samples)
+        assert e.value.message == f"samples={samples}: expected a whole number from 2 to 32"
+    assert demo.Page(seg).segment(upload, 1.0, True, 2.0)[4].endswith(
+        "Monte Carlo dropout: 2 samples; 50x20 image, model input 48x32")
 
 
 @pytest.mark.realdata
