@@ -16,6 +16,7 @@ import errno
 import html
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import sys
@@ -344,6 +345,12 @@ def main(argv=None):
         except KeyboardInterrupt:
             blocks.close(verbose=False)
             print("SegNet demo stopped", flush=True)
+            if not seg.lock.acquire(timeout=0.1):
+                # a request is still on the model: Python's exit would tear torch's threads down under
+                # it (C++ "terminate called without an active exception", status 134); end here instead
+                shutil.rmtree(folder, ignore_errors=True)
+                os._exit(0)
+            # the lock held from here on: no request starts the model while Python exits
     return 0
 
 

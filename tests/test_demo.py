@@ -97,10 +97,10 @@ def test_predict_mode_and_the_demo_turn_a_photo_as_its_exif_orientation_says(tmp
     assert np.array_equal(image, np.rot90(a, -1)) and pred.shape == (3, 2)
 
 
-def bayesian_folder_weights(path, names, palette):
+def bayesian_folder_weights(path, names, palette, height=32, width=48):
     """A small Bayesian SegNet-lite's weights file for a `folder` data set, at `path`."""
     config = {**torch.load(SHIPPED, weights_only=True)["config"], "dataset": "folder", "num_classes": len(names),
-              "model": "segnet_lite", "bayesian": True, "height": 32, "width": 48,
+              "model": "segnet_lite", "bayesian": True, "height": height, "width": width,
               "data_root": str(path.parent / "gone")}
     ckpt = {"model": build_model(config, init=False).state_dict(), "config": config, "class_names": names,
             "palette": palette}
@@ -372,6 +372,29 @@ def test_in_a_browser_an_upload_shows_predict_modes_segmentation(server, images,
         (tmp_path / "shot.png").write_bytes(png)
         Image.open(tmp_path / "shot.png").convert("RGB").quantize(128).save(
             os.environ["SEGNET_DEMO_SCREENSHOT"], optimize=True)
+
+
+def test_ctrl_c_while_monte_carlo_samples_run_stops_with_one_line(tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.utils import Status
+    weights = bayesian_folder_weights(tmp_path / "w.pt", ["a", "b"], [(0, 0, 0), (9, 9, 9)], 360, 480)
+    proc = subprocess.Popen([sys.executable, "-m", "segnet.demo", str(weights), f"--port={free_port()}",
+                             "--device=cpu"], cwd=REPO, env={**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "g")},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split()[2]
+        Image.new("RGB", (1600, 1200), (90, 90, 90)).save(tmp_path / "large.png")
+        job = Client(url, verbose=False, download_files=str(tmp_path), analytics_enabled=False).submit(
+            handle_file(str(tmp_path / "large.png")), 1.0, True, 32, api_name="/segment")
+        deadline = time.monotonic() + REQUEST_S
+        while job.status().code != Status.PROCESSING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the image read, its 32 samples on the model
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert (proc.returncode, out, err) == (0, "SegNet demo stopped\n", "")  # not C++'s "terminate called ..."
 
 
 def test_ctrl_c_stops_the_demo_with_one_line(server):
