@@ -7,6 +7,7 @@ two requests at once both succeed; Ctrl-C stops it with one line. Every wait is 
 SEGNET_DEMO_SCREENSHOT=docs/demo.png python -m pytest tests/test_demo.py -m browser  # the README's picture
 """
 import base64
+import fcntl
 import json
 import os
 import pathlib
@@ -283,9 +284,10 @@ class Chromium:
         r_cmd, w_cmd = os.pipe()
         r_res, w_res = os.pipe()
 
-        def pipes():  # in the child: the protocol's fds
-            os.dup2(r_cmd, 3)
-            os.dup2(w_res, 4)
+        def pipes():  # in the child: the protocol's fds (moved up first: a pipe may itself be fd 3 or 4)
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (r_cmd, w_res)]
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
         self.proc = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
                                      preexec_fn=pipes, close_fds=False, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
