@@ -39,6 +39,7 @@ class RunFolder:
         self.run_dir, self.lock_fd, self.tb, self.log = run_dir, lock_fd, None, log
         self.created, self.lock_created = created, lock_created
         self.replaces, self.deferred, self.before, self.output = [], {}, {}, False
+        self.held = []  # (fd, folder, lock file created) of the eval-*/ folders that `replaces` holds
         self.events = set(_events(run_dir)) if run_dir else set()
 
     def write_text(self, name, text):
@@ -65,7 +66,33 @@ class RunFolder:
         for name, text in self.deferred.items():
             self.write_text(name, text)
         shutil.rmtree(aside)
+        self.release_replaced()
         self.log(f"--overwrite=true: this run's first output replaced the previous run's {', '.join(replaced)}")
+
+    def hold_replaced(self):
+        """The lock of every eval-<split>/ folder that --overwrite=true will replace, held until it is:
+        an evaluation writing there is refused now, rather than having its folder removed under it,
+        and none can start there in the meantime."""
+        for name in self.replaces:
+            sub = os.path.join(self.run_dir, name)
+            if not name.startswith("eval-") or os.path.islink(sub) or not os.path.isdir(sub):
+                continue
+            created = not os.path.lexists(os.path.join(sub, ".lock"))
+            try:
+                self.held.append((lock_folder(sub), sub, created))
+            except FolderInUse as e:
+                raise UserError(f"--overwrite=true would replace {sub}, which is in use by an evaluation (process "
+                                f"{e.holder}, lock {e.lock}); wait for it to end, or choose another "
+                                f"--out_dir") from None
+
+    def release_replaced(self, abandoned=False):
+        """The eval-*/ locks of hold_replaced let go; when the start is abandoned, a lock file it
+        created there is removed, so the folder is as it was."""
+        for fd, sub, created in self.held:
+            unlock_folder(fd)
+            if abandoned and created:
+                os.remove(os.path.join(sub, ".lock"))
+        self.held = []
 
     def append_metrics_row(self, row):
         self.commit()
@@ -99,6 +126,7 @@ class RunFolder:
         if self.tb is not None:
             self.tb.close()
         if self.lock_fd is not None:
+            self.release_replaced(abandoned=kind is not None and not self.output)
             unlock_folder(self.lock_fd)
             self.lock_fd = None
             if kind is not None and not self.output:
@@ -148,6 +176,7 @@ def open_run_folder(config, master, ckpt, log):
                                 f"run a new --out_dir, or replace that run with --overwrite=true")
             folder.replaces = sorted(set(found) | {n for n in os.listdir(run_dir) if n in PREVIOUS_RUN_FILES
                                                    or n.startswith("eval-")})
+            folder.hold_replaced()
             log(f"--overwrite=true: the previous run's {', '.join(folder.replaces)} in {run_dir} stay until this "
                 f"run writes its first checkpoint or metrics row, and are then replaced")
         remove_temp_files(run_dir, log)
