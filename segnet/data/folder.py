@@ -156,9 +156,10 @@ class Folder(SegmentationDataset):
             if not d.is_dir():
                 raise MissingSplit(f"{self.root} has no {d.relative_to(self.root)}/ folder, so no {self.split} "
                                    f"split (the layout: images/{self.split}/NAME.jpg + labels/{self.split}/NAME.png)")
-        images, labels, problems = {}, {}, []
+        images, labels, problems, unread = {}, {}, [], {}
         for f in sorted(image_dir.iterdir()):
             if f.suffix.lower() not in IMAGE_EXTENSIONS or not f.is_file():
+                unread.setdefault(f.stem, f)  # a .webp, .gif, ...: named if a label lacks its image
                 continue
             if f.stem in images:
                 problems.append(f"{f}: another image has the same name, {images[f.stem]}; images pair with "
@@ -177,8 +178,10 @@ class Folder(SegmentationDataset):
             if stem not in labels:
                 problems.append(f"{images[stem]} has no label: expected {label_dir / stem}.png")
             elif stem not in images:
+                found = (f"; {unread[stem].name} is there, but not of these types: convert it"
+                         if stem in unread else "")
                 problems.append(f"{labels[stem]} has no image: expected {image_dir / stem}"
-                                f"{{{','.join(IMAGE_EXTENSIONS)}}}")
+                                f"{{{','.join(IMAGE_EXTENSIONS)}}}{found}")
             else:
                 pairs.append((str(images[stem]), str(labels[stem])))
         if not pairs and not problems:  # an empty split is a missing one: needed only where it is read
