@@ -15,8 +15,8 @@ import sys
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import UserError
-from .files import (FolderInUse, check_writable_folder, lock_folder, make_folders, remove_temp, replace_file,
-                    replace_text, temp_files, temp_name, unlock_folder)
+from .files import (FolderInUse, check_outside_data, check_writable_folder, lock_folder, make_folders, remove_temp,
+                    replace_file, replace_text, temp_files, temp_name, unlock_folder)
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv")  # a folder holding any of these holds a run
 # what else a previous run leaves, replaced with it by --overwrite=true (and its eval-<split>/ folders)
@@ -153,6 +153,7 @@ def open_run_folder(config, master, ckpt, log):
     if not master:
         return RunFolder()
     run_dir = config["out_dir"]
+    check_outside_data(run_dir, config["data_root"])
     check_writable_folder(run_dir)
     created = not os.path.isdir(run_dir)
     make_folders([run_dir])
