@@ -142,6 +142,12 @@ class Folder(SegmentationDataset):
         self.palette = [tuple(c) for c in given] if given else display_palette(self.class_names)
         self.ignore_index = meta.get("ignore_index", VOID)
         self.reduce_zero_label = meta.get("reduce_zero_label", False)
+        shift = int(self.reduce_zero_label)  # the label values that name classes: shift..n-1+shift
+        if shift <= self.ignore_index < n + shift:  # that class would be void wherever it is drawn
+            k = self.ignore_index - shift
+            raise ValueError(f'{self.root / META_FILE}: "ignore_index" {self.ignore_index} is the label value of '
+                             f'class {k} ({self.class_names[k]}); void needs a value no class uses, '
+                             f'{n + shift}..255 (default 255)')
         self.ignore_colors = [tuple(c) for c in meta.get("ignore_colors", [])]
         self.colour_source = (f"the palette or ignore_colors of {self.root / META_FILE}" if given else
                               f"the default palette (give yours as \"palette\" in {self.root / META_FILE})")
