@@ -247,7 +247,8 @@ def _build(root, split, num_classes, transforms, download):
 def _ensure(root, download):
     root = pathlib.Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"--data_root={root}: no such folder; a folder data set holds "
+        what = "a file, not a folder" if root.exists() else "no such folder"
+        raise FileNotFoundError(f"--data_root={root}: {what}; a folder data set holds "
                                 f"{root}/images/train/ and {root}/labels/train/ ({GUIDE})")
 
 
