@@ -140,6 +140,8 @@ def _meta(root, **keys):
     (lambda r: (r / "dataset.json").unlink(), "dataset.json is missing: add one"),
     (lambda r: shutil.rmtree(r), "no such folder; a folder data set holds"),
     (lambda r: shutil.rmtree(r) or r.write_text("a file"), "a file, not a folder; a folder data set holds"),
+    (lambda r: (r / "labels/train/im1.png").unlink() or (r / "labels/train/im1.png").symlink_to(r / "gone.png"),
+     "labels/train/im1.png is a broken symbolic link (to "),
     # void on a class's value would make that class void wherever it is drawn
     (lambda r: _meta(r, ignore_index=1), '"ignore_index" 1 is the label value of class 1 (road); void needs a value '
                                          'no class uses, 3..255 (default 255)'),

@@ -16,6 +16,7 @@ reduce_zero_label, METAINFO classes and palette). Labels are PNGs in one of two 
 masks decoded through the palette. docs/own_data.md walks through it with three conversions.
 """
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -163,9 +164,12 @@ class Folder(SegmentationDataset):
                 raise MissingSplit(f"{self.root} has no {d.relative_to(self.root)}/ folder, so no {self.split} "
                                    f"split (the layout: images/{self.split}/NAME.jpg + labels/{self.split}/NAME.png)")
         images, labels, problems, unread = {}, {}, [], {}
+        broken = [f for d in (image_dir, label_dir) for f in sorted(d.iterdir()) if f.is_symlink() and not f.exists()]
+        problems += [f"{f} is a broken symbolic link (to {os.readlink(f)}); replace it or remove it" for f in broken]
         for f in sorted(image_dir.iterdir()):
             if f.suffix.lower() not in IMAGE_EXTENSIONS or not f.is_file():
-                unread.setdefault(f.stem, f)  # a .webp, .gif, ...: named if a label lacks its image
+                if f not in broken:
+                    unread.setdefault(f.stem, f)  # a .webp, .gif, ...: named if a label lacks its image
                 continue
             if f.stem in images:
                 problems.append(f"{f}: another image has the same name, {images[f.stem]}; images pair with "
