@@ -28,7 +28,7 @@ from segnet.data.check import check_dataset
 from segnet.data.registry import check_class_names, check_fits, default_root, some_names, split_size_warning
 from segnet.errors import UserError, interrupted_as, memory_errors, read_errors, run_cli, user_errors
 from segnet.evaluation import evaluate
-from segnet.files import check_writable_folder, make_folders
+from segnet.files import check_outside_data, check_writable_folder, make_folders
 from segnet.outputs import EvalFolder, PictureWriter, write_metrics, write_results_md
 from segnet.progress import Stage
 from segnet.score import PredictionPairs, tally_pairs
@@ -86,6 +86,7 @@ def main(argv=None):
         out_dir = out_dir_for(args, ckpt_path, predict_mode)
         check_writable_folder(out_dir)  # before any data is read
         if not predict_mode:
+            check_outside_data(out_dir, config["data_root"])  # an output there would be read as data
             check_data_fits(config, ckpt_path, ckpt["config"]["dataset"])  # before anything is read from --data_root
         dataset = make_dataset(args, config, list(ckpt["class_names"]), ckpt_path, predict_mode,
                                ckpt["config"]["dataset"])

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from segnet import engine, errors, evaluation, finite, optim, ranks, runtime
-from segnet.build import NORMALIZE_CHOICES, build_model, resolve_normalize
+from segnet.build import NORMALIZE_CHOICES, build_model, check_input_size, resolve_normalize
 from segnet.checkpoint import model_from_checkpoint, restore_optimizer
 from segnet.class_weights import METHODS as CLASS_WEIGHT_METHODS, resolve_method
 from segnet.config import format_config, help_text, parse_overrides, wants_help
@@ -165,6 +165,7 @@ def configure(argv):
         config, ckpt = resumed_config(config, explicit, RESUME_MAY_CHANGE)
     else:  # the data set's class count (a folder's dataset.json), unless --num_classes gives it
         config["num_classes"] = data_num_classes(config, "num_classes" in explicit)
+        check_input_size(config)  # BatchNorm needs more than one value at the deepest stage
     # derived values, stored with the run (evaluation uses the same normalisation)
     config["normalize"] = resolve_normalize(config)
     config["class_weights"] = resolve_method(config["class_weights"], DATASETS[config["dataset"]],

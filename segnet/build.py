@@ -34,3 +34,15 @@ def build_model(config, init=True):
                              f"use init_encoder=none for {config['model']}")
         load_vgg16_encoder(model, config["init_encoder"])
     return model
+
+
+def check_input_size(config):
+    """A new run's --height and --width leave its deepest encoder stage (the image halved once per
+    pooling before it, rounding up) more than one pixel: BatchNorm in training mode needs more than
+    one value per channel, and a batch may hold a single image (the BN recompute's last one)."""
+    halvings = len(SPECS[config["model"]].encoder) - 1
+    side = 2 ** halvings
+    if config["height"] <= side and config["width"] <= side:
+        raise ValueError(f"--height={config['height']} --width={config['width']}: {config['model']}'s deepest stage "
+                         f"would be 1x1 (the image halved {halvings} times), where BatchNorm has a single value "
+                         f"per channel for one image; give a --height or --width above {side}")

@@ -12,6 +12,7 @@ import hashlib
 import io
 import math
 import pathlib
+import zipfile
 
 import torch
 
@@ -49,6 +50,9 @@ def load_checkpoint(path, map_location="cpu", kinds=(CHECKPOINT_KIND,)):
     FileNotFoundError if there is no such file, ValueError if it is not one of ours (corrupt,
     another format, another program's, or a weights file where training state is needed)."""
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is a folder, not a file: name the checkpoint in it, "
+                                f"{path / 'last.pt'} (to resume) or {path / 'best.pt'}")
     if not path.is_file():
         cut = temp_files(path.parent, path.name) if path.parent.is_dir() else []
         if cut:  # a save was under way when the process was killed, and it was the first one
@@ -58,6 +62,9 @@ def load_checkpoint(path, map_location="cpu", kinds=(CHECKPOINT_KIND,)):
                                     f"afresh (Train_SegNet.py --overwrite=true with that --out_dir removes it)")
         raise FileNotFoundError(f"checkpoint {path} not found")
     source = verified_source(path)
+    if is_torchscript(source):  # torch.load would warn, then fail with an unpickler message
+        raise ValueError(f"{path} is a TorchScript export (python -m segnet.export), not a checkpoint: load it "
+                         f"with torch.jit.load; expected last.pt or best.pt written by Train_SegNet.py")
     try:
         ckpt = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as e:  # torch's own message is long and about its unpickler, not the file
@@ -79,6 +86,19 @@ def load_checkpoint(path, map_location="cpu", kinds=(CHECKPOINT_KIND,)):
         raise ValueError(f"checkpoint {path} holds non-finite weights ({bad}): the run that wrote it diverged; "
                          f"use an earlier checkpoint")
     return ckpt
+
+
+def is_torchscript(source):
+    """A zip archive of torch.jit.save (its entries hold the model's code and constants.pkl), which
+    torch.load can only hand on to torch.jit.load: never a checkpoint."""
+    try:
+        with zipfile.ZipFile(source) as z:
+            return any(n.endswith("/constants.pkl") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+    finally:
+        if hasattr(source, "seek"):
+            source.seek(0)
 
 
 def listed_sha256(path):

@@ -173,6 +173,18 @@ def check_writable_folder(folder, what="--out_dir"):
     return folder
 
 
+def check_outside_data(folder, data_root, what="--out_dir"):
+    """An output folder is neither the data folder nor inside it: what a run or an evaluation writes
+    (curves.png, confusion_matrix.png, predictions/) would be read as data by the next one (a folder
+    data set pairs every image in images/SPLIT/). ValueError otherwise; creates nothing."""
+    out, data = (pathlib.Path(os.path.realpath(p)) for p in (folder, data_root))
+    if out == data or data in out.parents:
+        where = "the" if out == data else "inside the"
+        raise ValueError(f"{what}={folder} is {where} data folder {data_root}: outputs are never written "
+                         f"into the data they are read with (a file there would be read as data); choose an "
+                         f"{what} outside it")
+
+
 def output_folder(folder, what="output folder"):
     """`folder` may take outputs: it is not a symbolic link (one planted there would send the files
     elsewhere, replacing whatever has their names there). WriteFailed otherwise; creates nothing."""

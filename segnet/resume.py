@@ -59,6 +59,10 @@ def resumed_config(config, explicit, may_change):
     ckpt = load_resume_checkpoint(path)
     saved = {**config, **ckpt["config"]}
     for key in sorted(explicit - set(may_change)):
+        if key == "init_from" and config[key] != saved[key]:
+            raise ValueError(f"--init_from={config[key]} starts a new run from a file's weights, and --resume={path} "
+                             f"continues its run with the weights it has: give one of them (--init_from with a "
+                             f"new --out_dir)")
         if config[key] != saved[key]:
             raise ValueError(f"--{key}={config[key]} cannot change when resuming (the checkpoint has "
                             f"{saved[key]!r}); resuming may change only {', '.join(may_change)}")

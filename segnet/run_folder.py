@@ -15,8 +15,8 @@ import sys
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import UserError
-from .files import (FolderInUse, check_writable_folder, lock_folder, make_folders, remove_temp, replace_file,
-                    replace_text, temp_files, temp_name, unlock_folder)
+from .files import (FolderInUse, check_outside_data, check_writable_folder, lock_folder, make_folders, remove_temp,
+                    replace_file, replace_text, temp_files, temp_name, unlock_folder)
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv")  # a folder holding any of these holds a run
 # what else a previous run leaves, replaced with it by --overwrite=true (and its eval-<split>/ folders)
@@ -39,6 +39,7 @@ class RunFolder:
         self.run_dir, self.lock_fd, self.tb, self.log = run_dir, lock_fd, None, log
         self.created, self.lock_created = created, lock_created
         self.replaces, self.deferred, self.before, self.output = [], {}, {}, False
+        self.held = []  # (fd, folder, lock file created) of the eval-*/ folders that `replaces` holds
         self.events = set(_events(run_dir)) if run_dir else set()
 
     def write_text(self, name, text):
@@ -65,7 +66,33 @@ class RunFolder:
         for name, text in self.deferred.items():
             self.write_text(name, text)
         shutil.rmtree(aside)
+        self.release_replaced()
         self.log(f"--overwrite=true: this run's first output replaced the previous run's {', '.join(replaced)}")
+
+    def hold_replaced(self):
+        """The lock of every eval-<split>/ folder that --overwrite=true will replace, held until it is:
+        an evaluation writing there is refused now, rather than having its folder removed under it,
+        and none can start there in the meantime."""
+        for name in self.replaces:
+            sub = os.path.join(self.run_dir, name)
+            if not name.startswith("eval-") or os.path.islink(sub) or not os.path.isdir(sub):
+                continue
+            created = not os.path.lexists(os.path.join(sub, ".lock"))
+            try:
+                self.held.append((lock_folder(sub), sub, created))
+            except FolderInUse as e:
+                raise UserError(f"--overwrite=true would replace {sub}, which is in use by an evaluation (process "
+                                f"{e.holder}, lock {e.lock}); wait for it to end, or choose another "
+                                f"--out_dir") from None
+
+    def release_replaced(self, abandoned=False):
+        """The eval-*/ locks of hold_replaced let go; when the start is abandoned, a lock file it
+        created there is removed, so the folder is as it was."""
+        for fd, sub, created in self.held:
+            unlock_folder(fd)
+            if abandoned and created:
+                os.remove(os.path.join(sub, ".lock"))
+        self.held = []
 
     def append_metrics_row(self, row):
         self.commit()
@@ -99,6 +126,7 @@ class RunFolder:
         if self.tb is not None:
             self.tb.close()
         if self.lock_fd is not None:
+            self.release_replaced(abandoned=kind is not None and not self.output)
             unlock_folder(self.lock_fd)
             self.lock_fd = None
             if kind is not None and not self.output:
@@ -125,6 +153,7 @@ def open_run_folder(config, master, ckpt, log):
     if not master:
         return RunFolder()
     run_dir = config["out_dir"]
+    check_outside_data(run_dir, config["data_root"])
     check_writable_folder(run_dir)
     created = not os.path.isdir(run_dir)
     make_folders([run_dir])
@@ -148,6 +177,7 @@ def open_run_folder(config, master, ckpt, log):
                                 f"run a new --out_dir, or replace that run with --overwrite=true")
             folder.replaces = sorted(set(found) | {n for n in os.listdir(run_dir) if n in PREVIOUS_RUN_FILES
                                                    or n.startswith("eval-")})
+            folder.hold_replaced()
             log(f"--overwrite=true: the previous run's {', '.join(folder.replaces)} in {run_dir} stay until this "
                 f"run writes its first checkpoint or metrics row, and are then replaced")
         remove_temp_files(run_dir, log)

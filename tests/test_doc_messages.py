@@ -81,6 +81,8 @@ def file_cases(capsys, root, images, labels):
     nothing = (lambda: None)
     case(lambda: lab.unlink(), nothing, (path(img), "IMAGE"), (path(labels / "im1"), "DIR/labels/SPLIT/NAME"))
     case(lambda: img.unlink(), nothing, (path(lab), "LABEL"), (path(images / "im1"), "DIR/images/SPLIT/NAME"))
+    case(lambda: img.rename(images / "im1.webp"), lambda: (images / "im1.webp").unlink(), (path(lab), "LABEL"),
+         (path(images / "im1"), "DIR/images/SPLIT/NAME"), ("im1.webp", "NAME.webp"))  # a type not read
     case(lambda: shutil.copy(img, images / "im1.png"), lambda: (images / "im1.png").unlink(),
          (path(images / "im1.png"), "IMAGE"), (path(img), "OTHER"))
     case(lambda: shutil.copy(img, labels / "im1.jpg"), lambda: (labels / "im1.jpg").unlink(),

@@ -122,6 +122,11 @@ def _one_line_error(capsys, main, argv):
     return lines[-1]
 
 
+def _meta(root, **keys):
+    meta = root / "dataset.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), **keys}))
+
+
 @pytest.mark.parametrize("break_it, names", [
     (lambda r: (r / "labels/train/im1.png").unlink(), "images/train/im1.jpg has no label"),
     (lambda r: (r / "images/train/im1.jpg").unlink(), "labels/train/im1.png has no image"),
@@ -134,6 +139,14 @@ def _one_line_error(capsys, main, argv):
     (lambda r: (r / "dataset.json").write_text("{"), "dataset.json is not valid JSON"),
     (lambda r: (r / "dataset.json").unlink(), "dataset.json is missing: add one"),
     (lambda r: shutil.rmtree(r), "no such folder; a folder data set holds"),
+    (lambda r: shutil.rmtree(r) or r.write_text("a file"), "a file, not a folder; a folder data set holds"),
+    (lambda r: (r / "labels/train/im1.png").unlink() or (r / "labels/train/im1.png").symlink_to(r / "gone.png"),
+     "labels/train/im1.png is a broken symbolic link (to "),
+    # void on a class's value would make that class void wherever it is drawn
+    (lambda r: _meta(r, ignore_index=1), '"ignore_index" 1 is the label value of class 1 (road); void needs a value '
+                                         'no class uses, 3..255 (default 255)'),
+    (lambda r: _meta(r, ignore_index=3, reduce_zero_label=True),
+     '"ignore_index" 3 is the label value of class 2 (car); void needs a value no class uses, 4..255 (default 255)'),
 ])
 def test_every_bad_input_is_one_line_naming_the_file(tmp_path, capsys, break_it, names):
     root = make_folder(tmp_path / "d")

@@ -146,6 +146,25 @@ def test_a_malformed_checkpoint_is_one_line_naming_the_key(tmp_path, capsys, cha
         assert one_line(capsys, main, argv) == expected, main.__module__
 
 
+def test_a_run_folder_or_a_torchscript_export_given_as_checkpoint_is_one_line_saying_what_it_is(tmp_path, capsys,
+                                                                                               recwarn):
+    run = tmp_path / "run"
+    run.mkdir()
+    scripted = tmp_path / "model.pt"  # what python -m segnet.export --format=torchscript writes
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 2, 1)), str(scripted))
+    said = {run: f"error: checkpoint {run} is a folder, not a file: name the checkpoint in it, {run / 'last.pt'} "
+                 f"(to resume) or {run / 'best.pt'}\n",
+            scripted: f"error: {scripted} is a TorchScript export (python -m segnet.export), not a checkpoint: load "
+                      f"it with torch.jit.load; expected last.pt or best.pt written by Train_SegNet.py\n"}
+    for path, expected in said.items():
+        for main, argv in ((Evaluate_SegNet.main, [str(path), f"--out_dir={tmp_path / 'eval'}"]),
+                           (export_main, [str(path), f"--out={tmp_path / 'm.onnx'}"]),
+                           (weights_main, [str(path), f"--out={tmp_path / 'w.pt'}"]),
+                           (Train_SegNet.main, [f"--resume={path}"])):
+            assert one_line(capsys, main, argv) == expected, main.__module__
+    assert not [w for w in recwarn if "TorchScript" in str(w.message)]  # torch.load's warning is not shown
+
+
 def test_a_v1_file_without_a_config_is_one_line(tmp_path):
     torch.save({"kind": "segnet-checkpoint-v1", "model": {}}, tmp_path / "v1.pt")
     with pytest.raises(ValueError, match=r"v1.pt: no 'config' dict;"):

@@ -107,6 +107,14 @@ def test_best_metric_cannot_change_on_resume(run, capsys):
     assert "best_metric" not in Train_SegNet.RESUME_MAY_CHANGE and snapshot(run) == before
 
 
+def test_init_from_with_resume_is_one_line_saying_they_do_different_things(run, capsys):
+    before, last, best = snapshot(run), run / "last.pt", run / "best.pt"
+    err = one_line_exit(capsys, [f"--resume={last}", f"--init_from={best}", "--max_iters=6"])
+    assert err == (f"error: --init_from={best} starts a new run from a file's weights, and --resume={last} "
+                   f"continues its run with the weights it has: give one of them (--init_from with a new --out_dir)")
+    assert snapshot(run) == before
+
+
 @pytest.mark.parametrize("max_iters", [1, 2])
 def test_max_iters_already_reached_is_one_line_and_rewrites_nothing(run, capsys, max_iters):
     before = snapshot(run)

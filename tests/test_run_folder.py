@@ -2,10 +2,13 @@
 when the new run writes its first output, and a failed start leaves no folder behind (or, where
 the folder existed, leaves it as it was)."""
 import json
+import os
 
 import pytest
 
 import Train_SegNet
+from segnet.errors import run_cli
+from segnet.files import lock_folder, unlock_folder
 from test_folder import make_folder
 
 TINY = ["--dataset=folder", "--model=segnet_lite", "--init_encoder=none", "--height=16", "--width=24",
@@ -46,7 +49,26 @@ def test_a_failed_overwrite_leaves_the_previous_run_exactly_as_it_was(previous_r
         run_cli(Train_SegNet.main, args)
     assert e.value.code == 2
     assert snapshot(run) == before  # nothing removed, nothing rewritten
+    assert not (run / "eval-test" / ".lock").exists()  # the lock it held there, made by this start, goes too
     assert "stay until this run writes its first checkpoint" in capsys.readouterr().out
+
+
+def test_an_overwrite_refuses_an_evaluation_folder_in_use_and_leaves_the_run_as_it_was(previous_run, capsys):
+    root, run = previous_run
+    before, busy = snapshot(run), run / "eval-test"
+    fd = lock_folder(busy)  # an evaluation writing its outputs there (Evaluate_SegNet.py's default --out_dir)
+    try:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            run_cli(Train_SegNet.main, TINY + [f"--data_root={root}", f"--out_dir={run}", "--overwrite=true",
+                                               "--max_iters=3"])
+        err = capsys.readouterr().err
+    finally:
+        unlock_folder(fd)
+    assert e.value.code == 2 and err == (f"error: --overwrite=true would replace {busy}, which is in use by an "
+                                         f"evaluation (process {os.getpid()}, lock {busy / '.lock'}); wait for it "
+                                         f"to end, or choose another --out_dir\n")
+    assert snapshot(run) == before
 
 
 def test_an_overwrite_replaces_the_whole_previous_run_at_its_first_output(previous_run):

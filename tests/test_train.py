@@ -355,6 +355,9 @@ def test_user_errors_are_one_line(camvid, tmp_path, capsys):
     cases.append(([f"--resume={tmp_path / 'bad.pt'}"], "cannot be read"))
     torch.save({"model": {}}, tmp_path / "other.pt")
     cases.append(([f"--resume={tmp_path / 'other.pt'}"], "not a SegNet checkpoint"))
+    cases.append((tiny_args(camvid, tmp_path / "small", "--height=8", "--width=8"),  # 1x1 at the deepest stage
+                  "--height=8 --width=8: segnet_lite's deepest stage would be 1x1 (the image halved 3 times), where "
+                  "BatchNorm has a single value per channel for one image; give a --height or --width above 8"))
     broken = camvid / "train" / "f003.png"  # truncated: the pre-flight check names it before iteration 1
     broken.write_bytes(broken.read_bytes()[:60])
     cases.append((tiny_args(camvid, tmp_path / "w", "--num_workers=1", "--max_iters=8"),
@@ -369,6 +372,7 @@ def test_user_errors_are_one_line(camvid, tmp_path, capsys):
         # one line, the last (a progress bar may stand above it), and no traceback
         last = err.strip().splitlines()[-1]
         assert last.startswith("error: ") and message in last and "Traceback" not in err, err
+    assert not (tmp_path / "small").exists()
 
 
 # Runs Train_SegNet.main in each torchrun process and saves the weights that process ends with

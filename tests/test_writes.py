@@ -269,6 +269,19 @@ def test_evaluation_creates_nothing_in_the_data_folder(trained, tmp_path, monkey
     assert len(list(cache.glob("segnet/camvid-masks/*/masks11_*/*.png"))) == 1  # the decoded mask is cached here
 
 
+def test_an_out_dir_in_the_data_folder_is_refused_and_nothing_is_written_there(camvid, trained, capsys):
+    before = sorted(camvid.rglob("*"))
+    for main, argv, out in ((Train_SegNet.main, train_args(camvid, camvid / "runs" / "r"), camvid / "runs" / "r"),
+                            (Evaluate_SegNet.main, eval_args(trained, camvid, f"--data_root={camvid}"), camvid),
+                            (Evaluate_SegNet.main, eval_args(trained, camvid / "test", f"--data_root={camvid}"),
+                             camvid / "test")):
+        where = "the" if out == camvid else "inside the"
+        assert one_line_exit(capsys, main, argv) == (
+            f"error: --out_dir={out} is {where} data folder {camvid}: outputs are never written into the data they "
+            f"are read with (a file there would be read as data); choose an --out_dir outside it")
+    assert sorted(camvid.rglob("*")) == before  # its curves.png or confusion_matrix.png would be read as data
+
+
 def test_a_checkpoints_data_root_is_never_created_nor_fetched(trained, tmp_path, capsys):
     from segnet.checkpoint import load_checkpoint, save_checkpoint
     gone = tmp_path / "gone" / "CamVid"

@@ -16,6 +16,7 @@ reduce_zero_label, METAINFO classes and palette). Labels are PNGs in one of two 
 masks decoded through the palette. docs/own_data.md walks through it with three conversions.
 """
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -142,6 +143,12 @@ class Folder(SegmentationDataset):
         self.palette = [tuple(c) for c in given] if given else display_palette(self.class_names)
         self.ignore_index = meta.get("ignore_index", VOID)
         self.reduce_zero_label = meta.get("reduce_zero_label", False)
+        shift = int(self.reduce_zero_label)  # the label values that name classes: shift..n-1+shift
+        if shift <= self.ignore_index < n + shift:  # that class would be void wherever it is drawn
+            k = self.ignore_index - shift
+            raise ValueError(f'{self.root / META_FILE}: "ignore_index" {self.ignore_index} is the label value of '
+                             f'class {k} ({self.class_names[k]}); void needs a value no class uses, '
+                             f'{n + shift}..255 (default 255)')
         self.ignore_colors = [tuple(c) for c in meta.get("ignore_colors", [])]
         self.colour_source = (f"the palette or ignore_colors of {self.root / META_FILE}" if given else
                               f"the default palette (give yours as \"palette\" in {self.root / META_FILE})")
@@ -156,9 +163,13 @@ class Folder(SegmentationDataset):
             if not d.is_dir():
                 raise MissingSplit(f"{self.root} has no {d.relative_to(self.root)}/ folder, so no {self.split} "
                                    f"split (the layout: images/{self.split}/NAME.jpg + labels/{self.split}/NAME.png)")
-        images, labels, problems = {}, {}, []
+        images, labels, problems, unread = {}, {}, [], {}
+        broken = [f for d in (image_dir, label_dir) for f in sorted(d.iterdir()) if f.is_symlink() and not f.exists()]
+        problems += [f"{f} is a broken symbolic link (to {os.readlink(f)}); replace it or remove it" for f in broken]
         for f in sorted(image_dir.iterdir()):
             if f.suffix.lower() not in IMAGE_EXTENSIONS or not f.is_file():
+                if f not in broken:
+                    unread.setdefault(f.stem, f)  # a .webp, .gif, ...: named if a label lacks its image
                 continue
             if f.stem in images:
                 problems.append(f"{f}: another image has the same name, {images[f.stem]}; images pair with "
@@ -177,8 +188,10 @@ class Folder(SegmentationDataset):
             if stem not in labels:
                 problems.append(f"{images[stem]} has no label: expected {label_dir / stem}.png")
             elif stem not in images:
+                found = (f"; {unread[stem].name} is there, but not of these types: convert it"
+                         if stem in unread else "")
                 problems.append(f"{labels[stem]} has no image: expected {image_dir / stem}"
-                                f"{{{','.join(IMAGE_EXTENSIONS)}}}")
+                                f"{{{','.join(IMAGE_EXTENSIONS)}}}{found}")
             else:
                 pairs.append((str(images[stem]), str(labels[stem])))
         if not pairs and not problems:  # an empty split is a missing one: needed only where it is read
@@ -238,7 +251,8 @@ def _build(root, split, num_classes, transforms, download):
 def _ensure(root, download):
     root = pathlib.Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"--data_root={root}: no such folder; a folder data set holds "
+        what = "a file, not a folder" if root.exists() else "no such folder"
+        raise FileNotFoundError(f"--data_root={root}: {what}; a folder data set holds "
                                 f"{root}/images/train/ and {root}/labels/train/ ({GUIDE})")
 
 
