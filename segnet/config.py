@@ -8,6 +8,7 @@ with the list of valid ones. A boolean key, or one that takes true, may also be 
 Keys starting with `_` are internal: accepted, but not listed by --help.
 """
 import math
+import os
 
 from .errors import UserError
 
@@ -98,6 +99,8 @@ def parse_value(key, text, default):
         if not math.isfinite(value):  # a NaN passes every >= minimum, and either one wrecks the first step
             raise UserError(f"--{key}={text}: expected a finite number")
         return value
+    if text == "~" or text.startswith("~/"):  # the shell expands ~ only at a word's start, not after --key=
+        return os.path.expanduser(text)
     return text
 
 

@@ -56,6 +56,10 @@ def test_override_parsing_types_unknown_keys_and_presets():
         parse_overrides(d, ["--hflip=maybe"])
     with pytest.raises(UserError, match="use --key=value"):
         parse_overrides(d, ["lr=1"])
+    # a path after --key= is not expanded by the shell: ~ means the home folder all the same
+    c = parse_overrides(d, ["--data_root=~/data/CamVid", "--out_dir=~", "--resume=a~/last.pt"])
+    home = os.path.expanduser("~")
+    assert (c["data_root"], c["out_dir"], c["resume"]) == (os.path.join(home, "data/CamVid"), home, "a~/last.pt")
     with pytest.raises(UserError, match="--dtype=float64: expected one of"):
         parse_overrides(d, ["--dtype=float64"], choices=Train_SegNet.CHOICES)
     # the preset applies first and explicit values still win, in any order
