@@ -12,14 +12,13 @@ import hashlib
 import io
 import math
 import pathlib
-import zipfile
 
 import torch
 
 from .build import build_model
 from .config import V1_DEFAULTS
 from .finite import first_nonfinite
-from .files import replace_file, serialized, temp_files
+from .files import replace_file, serialized, temp_files, torch_archive
 
 CHECKPOINT_KIND = "segnet-checkpoint-v2"
 WEIGHTS_KIND = "segnet-weights-v2"  # shipped weights (segnet/weights.py): model, config, class names only
@@ -62,7 +61,7 @@ def load_checkpoint(path, map_location="cpu", kinds=(CHECKPOINT_KIND,)):
                                     f"afresh (Train_SegNet.py --overwrite=true with that --out_dir removes it)")
         raise FileNotFoundError(f"checkpoint {path} not found")
     source = verified_source(path)
-    if is_torchscript(source):  # torch.load would warn, then fail with an unpickler message
+    if torch_archive(source) == "torchscript":  # torch.load would warn, then fail with an unpickler message
         raise ValueError(f"{path} is a TorchScript export (python -m segnet.export), not a checkpoint: load it "
                          f"with torch.jit.load; expected last.pt or best.pt written by Train_SegNet.py")
     try:
@@ -86,19 +85,6 @@ def load_checkpoint(path, map_location="cpu", kinds=(CHECKPOINT_KIND,)):
         raise ValueError(f"checkpoint {path} holds non-finite weights ({bad}): the run that wrote it diverged; "
                          f"use an earlier checkpoint")
     return ckpt
-
-
-def is_torchscript(source):
-    """A zip archive of torch.jit.save (its entries hold the model's code and constants.pkl), which
-    torch.load can only hand on to torch.jit.load: never a checkpoint."""
-    try:
-        with zipfile.ZipFile(source) as z:
-            return any(n.endswith("/constants.pkl") for n in z.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-    finally:
-        if hasattr(source, "seek"):
-            source.seek(0)
 
 
 def listed_sha256(path):

@@ -195,28 +195,34 @@ def output_folder(folder, what="output folder"):
     return folder
 
 
-def saved_by_torch(path):
-    """Whether `path` is a file torch.save wrote (a training checkpoint or a weights file: a zip
-    archive holding ARCHIVE/data.pkl), as opposed to a TorchScript file (which also holds
-    ARCHIVE/code/) or anything else. Read from the zip's directory only, nothing is unpickled."""
+def torch_archive(source):
+    """Which of torch's zip archives `source` (a path, or a file object, rewound after) is:
+    "torchscript" (torch.jit.save: ARCHIVE/code/ and constants.pkl), "saved" (torch.save: a
+    training checkpoint or weights file, ARCHIVE/data.pkl without code), or None (anything else).
+    Read from the zip's directory only, nothing is unpickled."""
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(source) as z:
             names = z.namelist()
     except (OSError, zipfile.BadZipFile):
-        return False
-    return any(n.endswith("/data.pkl") for n in names) and not any("/code/" in n for n in names)
+        return None
+    finally:
+        if hasattr(source, "seek"):
+            source.seek(0)
+    if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+        return "torchscript"
+    return "saved" if any(n.endswith("/data.pkl") for n in names) else None
 
 
 def check_replaceable(out, inputs=(), overwrite=False, flag="--out"):
     """Before an export or weights file is written to `out`: it is not one of `inputs` (the files
-    the command reads) nor a checkpoint or weights file (saved_by_torch), unless `overwrite`.
+    the command reads) nor a checkpoint or weights file (torch_archive), unless `overwrite`.
     FileExistsError, one line naming the file and --overwrite=true, otherwise."""
     out = pathlib.Path(out)
     if overwrite or not out.is_file():
         return
     if any(pathlib.Path(i).is_file() and os.path.samefile(out, i) for i in inputs):
         what = "the checkpoint this command reads"
-    elif saved_by_torch(out):
+    elif torch_archive(out) == "saved":
         what = "a training checkpoint or weights file"
     else:
         return

@@ -134,7 +134,7 @@ def test_export_and_weights_never_overwrite_a_checkpoint_without_overwrite(train
         assert export.main([str(trained), "--format=torchscript", "--check=false", f"--out={ts}"]) == 0
     assert export.main([str(trained), "--format=torchscript", "--check=false", f"--out={other}",
                         "--overwrite=true"]) == 0
-    assert not files.saved_by_torch(other) and files.saved_by_torch(trained)
+    assert files.torch_archive(other) == "torchscript" and files.torch_archive(trained) == "saved"
     assert sorted(p.name for p in run.iterdir() if p.suffix == ".pt") == ["best.pt", "last.pt"]
 
 
