@@ -118,20 +118,29 @@ def _too_large(path, size, limit):
             f"limit, PIL.Image.MAX_IMAGE_PIXELS); resize it")
 
 
-def read_png(path, mode=None):
-    """Decode an image file to a numpy array (converted to `mode`, e.g. "RGB", when given); a broken
-    file is a ValueError naming it."""
+@contextlib.contextmanager
+def decoding(path, what="image"):
+    """open_image(path), with every failure of the read said one way: a missing file is a
+    FileNotFoundError "PATH is missing", one over the pixel limit an ImageTooLarge, one that does
+    not decode a ValueError "cannot read WHAT PATH: why"."""
     try:
         with open_image(path) as im:
-            if mode is not None and im.mode != mode:
-                im = im.convert(mode)
-            return np.array(im)  # a writable copy: torch.from_numpy needs one
+            yield im
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is missing") from None
     except ImageTooLarge:
         raise
     except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
+        raise ValueError(f"cannot read {what} {path}: {e}") from None
+
+
+def read_png(path, mode=None):
+    """Decode an image file to a numpy array (converted to `mode`, e.g. "RGB", when given); a broken
+    file is a ValueError naming it (decoding)."""
+    with decoding(path) as im:
+        if mode is not None and im.mode != mode:
+            im = im.convert(mode)
+        return np.array(im)  # a writable copy: torch.from_numpy needs one
 
 
 def to_rgb(im):
@@ -169,18 +178,11 @@ def decoded_size(path):
 
 def read_image(path, upright=False):
     """Decode an image file of any mode to (H, W, 3) uint8 RGB (`to_rgb`); a broken file is a
-    ValueError naming it. `upright`: turned as its EXIF orientation says, as a viewer shows it (a
+    ValueError naming it (decoding). `upright`: turned as its EXIF orientation says, as a viewer shows it (a
     phone stores a photo sideways with a note); never for training pairs, whose labels are drawn on
     the pixels as stored."""
-    try:
-        with open_image(path) as im:
-            return to_rgb(ImageOps.exif_transpose(im) if upright else im)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} is missing") from None
-    except ImageTooLarge:
-        raise
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
+    with decoding(path) as im:
+        return to_rgb(ImageOps.exif_transpose(im) if upright else im)
 
 
 def color_lut(color_to_index):

@@ -21,8 +21,8 @@ import pathlib
 
 import numpy as np
 
-from .base import (UNKNOWN, VOID, DatasetEntry, ImageTooLarge, MissingSplit, SegmentationDataset, color_lut,
-                   decode_color_mask, default_palette, open_image)
+from .base import (UNKNOWN, VOID, DatasetEntry, MissingSplit, SegmentationDataset, color_lut, decode_color_mask,
+                   decoding, default_palette)
 from .camvid import LABEL_COLORS, camvid_palette
 from .views import IMAGE_EXTENSIONS
 
@@ -204,20 +204,13 @@ class Folder(SegmentationDataset):
         (ignore_index becomes void; reduce_zero_label: 0 becomes void, the rest move down by one),
         RGB labels are decoded through the palette (ignore_colors become void)."""
         path = self.files[i][1]
-        try:
-            with open_image(path) as im:
-                colours = im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "HSV", "LAB")
-                if colours:
-                    im = im.convert("RGB")
-                elif im.mode == "LA":
-                    im = im.convert("L")
-                labels = np.array(im)  # L and P: the indices themselves; I;16 and I: wider indices
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path} is missing") from None
-        except ImageTooLarge:
-            raise
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ValueError(f"cannot read label {path}: {e}") from None
+        with decoding(path, "label") as im:
+            colours = im.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "HSV", "LAB")
+            if colours:
+                im = im.convert("RGB")
+            elif im.mode == "LA":
+                im = im.convert("L")
+            labels = np.array(im)  # L and P: the indices themselves; I;16 and I: wider indices
         # decoded outside the read: its errors name the file once, in the documented form
         return self._decode_colours(labels, path) if colours else self._indices(labels.astype(np.int64), path)
 
