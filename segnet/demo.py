@@ -35,7 +35,7 @@ from .config import help_text, parse_overrides, wants_help
 from .data import UnlabelledImages, collate
 from .data.base import ImageTooLarge, open_image, read_image
 from .data.registry import default_root
-from .data.views import IMAGE_EXTENSIONS, undecodable
+from .data.views import IMAGE_EXTENSIONS
 from .errors import UserError, run_cli, user_errors
 from .evaluation import model_predictions
 from .visualize import checkpoint_palette, colorize, heatmap
@@ -66,9 +66,9 @@ def _gradio():
 
 
 def check_image(path, name):
-    """ValueError, in one line naming the upload as `name`, unless `path` is an image within the
-    repo's pixel limit (base.open_image: PIL's Image.MAX_IMAGE_PIXELS) that decodes in full
-    (predict mode's check, data.views.undecodable)."""
+    """ValueError, in one line naming the upload as `name`, unless `path`'s header is an image's
+    within the repo's pixel limit (base.open_image: PIL's Image.MAX_IMAGE_PIXELS). Whether it
+    decodes in full is predict mode's own check (UnlabelledImages)."""
     try:
         with open_image(path):
             pass
@@ -77,8 +77,6 @@ def check_image(path, name):
     except (OSError, SyntaxError, ValueError):
         raise ValueError(f"{name} is not an image (expected a picture: "
                          f"{', '.join(e[1:].upper() for e in IMAGE_EXTENSIONS)}, ...)") from None
-    if undecodable(path):
-        raise ValueError(f"{name} is cut short or corrupt: it does not decode in full")
 
 
 def blend(image, colours, opacity):
@@ -125,9 +123,13 @@ class Segmenter:
         """(image as read: (H, W, 3) uint8, class map (H, W) uint8, uncertainty (H, W) float or None,
         seconds of inference) for the image file `path`; a ValueError names it as `name`."""
         check_image(path, name)
+        try:  # predict mode's reader, which skips (here: refuses) a file that does not decode in full
+            images = UnlabelledImages(path, self.config["height"], self.config["width"], self.config["normalize"],
+                                      say=lambda line: None)
+        except ValueError:
+            raise ValueError(f"{name} is cut short or corrupt: it does not decode in full") from None
         image = read_image(path, upright=True)  # what predict mode reads, shown beside the segmentation
-        item = UnlabelledImages(path, self.config["height"], self.config["width"], self.config["normalize"],
-                                say=lambda line: None)[0]
+        item = images[0]
         with self.lock, torch.inference_mode():  # as evaluation.tally runs it
             t0 = time.perf_counter()
             batch, = model_predictions(self.model, [collate([item])], self.rt.device, self.rt.dtype,
