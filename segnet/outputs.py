@@ -145,7 +145,7 @@ class EvalFolder:
                                   f"{e.holder}, lock {e.lock}); wait for it to end, or choose another "
                                   f"--out_dir") from None
         self.ours = [INCOMPLETE] + ([] if lock_existed else [".lock"])
-        # what Ctrl-C says (errors.interrupted): the marker stays
+        # what Ctrl-C says (errors.interrupted_as): the marker stays
         self.partial = (f"interrupted: {out_dir} holds a partial evaluation (its {INCOMPLETE} file says so); "
                         f"run the evaluation again to complete it")
         self.marked = False  # the folder is changed from here on
@@ -218,4 +218,3 @@ class PictureWriter:
         self.pool.shutdown(wait=True)
         for p in self.pending:
             p.result()
-
